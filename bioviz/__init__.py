@@ -1,0 +1,6 @@
+"""bioviz: inspection of vision models (stimuli, receptive fields, tuning, pictures).
+
+Works on any torch module and never imports ``zoo``; needs only torch, numpy and matplotlib.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""Visual stimuli as float tensors shaped for a model.
+
+Angles are in degrees (0 = vertical stripes varying along x, counter-clockwise positive), lengths in pixels,
+spatial frequencies in cycles per pixel. Every generator takes a ``torch.Generator`` (or a seed) where it is random,
+so stimuli are reproducible, and returns ``[N, 1, H, W]`` for images or ``[H, W]`` / ``[N, H, W]`` for filters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["gabor", "pink_noise", "dead_leaves", "natural_images"]
+
+
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+def _as_column(value, dtype) -> torch.Tensor:
+    """A scalar or 1-D sequence as an [N, 1, 1] tensor so parameters broadcast over a batch of filters."""
+    return torch.as_tensor(value, dtype=dtype).reshape(-1, 1, 1)
+
+
+def gabor(
+    shape: Sequence[int],
+    orientation=0.0,
+    frequency=0.1,
+    phase=0.0,
+    sigma=3.0,
+    center=(0.0, 0.0),
+    aspect: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Gabor function(s) on an ``shape = (H, W)`` pixel grid.
+
+    ``orientation`` (degrees), ``frequency`` (cycles/pixel), ``phase`` (degrees), ``sigma`` (envelope SD, pixels) and
+    ``center`` (``(dy, dx)`` offset from the image centre, pixels; or an ``[N, 2]`` tensor) may each be a scalar or
+    one value per filter. Returns ``[H, W]`` when every parameter is scalar, else ``[N, H, W]``.
+    ``aspect`` < 1 elongates the envelope along the stripes.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    center = torch.as_tensor(center, dtype=dtype).reshape(-1, 2)
+    params = [_as_column(p, dtype) for p in (orientation, frequency, phase, sigma)]
+    n = max([p.shape[0] for p in params] + [center.shape[0]])
+    theta, freq, phi, sig = (torch.deg2rad(params[0]), params[1], torch.deg2rad(params[2]), params[3])
+    ys = torch.arange(h, dtype=dtype).reshape(1, h, 1) - (h - 1) / 2 - center[:, 0].reshape(-1, 1, 1)
+    xs = torch.arange(w, dtype=dtype).reshape(1, 1, w) - (w - 1) / 2 - center[:, 1].reshape(-1, 1, 1)
+    # u runs across the stripes, v along them.
+    u = xs * torch.cos(theta) + ys * torch.sin(theta)
+    v = -xs * torch.sin(theta) + ys * torch.cos(theta)
+    envelope = torch.exp(-(u**2 + (aspect * v) ** 2) / (2 * sig**2))
+    out = envelope * torch.cos(2 * math.pi * freq * u + phi)
+    scalar = n == 1 and all(torch.as_tensor(p).ndim == 0 for p in (orientation, frequency, phase, sigma))
+    scalar = scalar and torch.as_tensor(center).ndim == 1
+    return out[0] if scalar else out.expand(n, h, w).contiguous()
+
+
+def pink_noise(
+    n: int,
+    shape: Sequence[int],
+    exponent: float = 1.0,
+    seed: int | torch.Generator | None = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Gaussian noise images with a 1/f^exponent amplitude spectrum (natural images have exponent ~1).
+
+    Returns ``[n, 1, H, W]``, each image z-scored.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    g = _generator(seed)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64).reshape(h, 1)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64).reshape(1, -1)
+    radius = torch.sqrt(fx**2 + fy**2)
+    radius[0, 0] = 1.0
+    amplitude = radius**-exponent
+    amplitude[0, 0] = 0.0  # zero mean
+    white = torch.randn((n, h, w), generator=g, dtype=torch.float64)
+    images = torch.fft.irfft2(torch.fft.rfft2(white) * amplitude, s=(h, w))
+    images = (images - images.mean((1, 2), keepdim=True)) / images.std((1, 2), keepdim=True)
+    return images.to(dtype).unsqueeze(1)
+
+
+def dead_leaves(
+    n: int,
+    shape: Sequence[int],
+    n_discs: int = 200,
+    radius_range: tuple[float, float] = (1.0, 16.0),
+    seed: int | torch.Generator | None = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Dead-leaves images: occluding discs with power-law radii (density ~ r^-3, scale invariant) and uniform grey
+    levels, the later disc on top. Returns ``[n, 1, H, W]``, each image z-scored."""
+    h, w = int(shape[0]), int(shape[1])
+    g = _generator(seed)
+    r_min, r_max = radius_range
+    ys = torch.arange(h, dtype=torch.float32).reshape(1, 1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32).reshape(1, 1, 1, w)
+    out = torch.empty((n, h, w), dtype=torch.float32)
+    chunk = max(1, 2**24 // (n_discs * h * w))  # bound the [chunk, discs, H, W] mask to ~16 M elements
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        u = torch.rand((m, n_discs), generator=g)
+        # Inverse CDF of p(r) ~ r^-3 on [r_min, r_max].
+        radius = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
+        cy = torch.rand((m, n_discs), generator=g) * h
+        cx = torch.rand((m, n_discs), generator=g) * w
+        grey = torch.rand((m, n_discs), generator=g)
+        covered = (ys - cy[..., None, None]) ** 2 + (xs - cx[..., None, None]) ** 2 <= radius[..., None, None] ** 2
+        order = torch.arange(1, n_discs + 1, dtype=torch.float32).reshape(1, -1, 1, 1)
+        top = (covered * order).argmax(dim=1)  # index of the last disc covering each pixel (0 if none)
+        background = torch.rand((m, 1, 1), generator=g)
+        painted = torch.gather(grey, 1, top.flatten(1)).reshape(m, h, w)
+        out[start : start + m] = torch.where(covered.any(dim=1), painted, background)
+    out = (out - out.mean((1, 2), keepdim=True)) / out.std((1, 2), keepdim=True).clamp_min(1e-6)
+    return out.to(dtype).unsqueeze(1)
+
+
+def natural_images(
+    kind: str, n: int, shape: Sequence[int], seed: int | torch.Generator | None = 0, dtype=torch.float32
+) -> torch.Tensor:
+    """Natural-like images by name: ``"pink"`` (1/f noise) or ``"dead_leaves"``."""
+    makers = {"pink": pink_noise, "dead_leaves": dead_leaves}
+    if kind not in makers:
+        raise ValueError(f"unknown natural image kind {kind!r}; choose one of {sorted(makers)}")
+    return makers[kind](n, shape, seed=seed, dtype=dtype)

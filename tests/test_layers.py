@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.layers import (
+    SpatialXFeatureReadout,
+    StackedConv2dCore,
+    group_sparsity,
+    inverse_softplus,
+    laplace_smoothness,
+    output_shape,
+)
+
+
+def test_laplace_smoothness_hand_computed():
+    # One 1-input 3x3 filter with a single 1 in the centre: the zero-padded Laplacian response is the kernel itself.
+    w = torch.zeros(1, 1, 3, 3)
+    w[0, 0, 1, 1] = 1.0
+    expected = 4 * 0.25**2 + 4 * 0.5**2 + 3.0**2  # ||L||^2 / ||w||^2 with ||w|| = 1
+    assert laplace_smoothness(w).item() == pytest.approx(expected)
+    # A constant filter only pays at its borders; scaling the filter changes nothing.
+    c = torch.ones(2, 1, 5, 5)
+    assert laplace_smoothness(3 * c).item() == pytest.approx(laplace_smoothness(c).item())
+
+
+def test_group_sparsity_hand_computed():
+    w = torch.zeros(2, 3, 2, 2)
+    w[0, 0] = 1.0  # output 0 reads one input: 2 / 2 = 1
+    w[1] = 1.0  # output 1 reads three inputs equally: 3 * 2 / sqrt(12) = sqrt(3)
+    assert group_sparsity(w).item() == pytest.approx(1 + math.sqrt(3))
+
+
+def test_readout_matches_explicit_formula_and_penalty():
+    torch.manual_seed(0)
+    readout = SpatialXFeatureReadout([3, 4, 5], n_neurons=6)
+    with torch.no_grad():
+        readout.mask.normal_()
+        readout.features.normal_()
+        readout.bias.normal_()
+    x = torch.randn(2, 3, 4, 5)
+    expected = F.softplus(torch.einsum("bchw,nhw,nc->bn", x, readout.mask.abs(), readout.features) + readout.bias)
+    torch.testing.assert_close(readout(x), expected)
+    penalty = (readout.mask.abs().sum((1, 2)) * readout.features.abs().sum(1)).sum()
+    torch.testing.assert_close(readout.penalty(), penalty)
+
+
+def test_readout_positive_features_and_bias_init():
+    readout = SpatialXFeatureReadout([2, 3, 3], 2, positive_feature_weights=True, mean_responses=[0.5, 2.0])
+    assert (readout.feature_weights() >= 0).all()
+    torch.testing.assert_close(F.softplus(2 * readout.bias.detach()), torch.tensor([0.5, 2.0]))
+    with pytest.raises(ValueError, match="3 values for 2 neurons"):
+        SpatialXFeatureReadout([2, 3, 3], 2, mean_responses=[1.0, 1.0, 1.0])
+    torch.testing.assert_close(F.softplus(inverse_softplus(torch.tensor([1e-3, 1.0, 50.0]))),
+                               torch.tensor([1e-3, 1.0, 50.0]))
+
+
+def test_core_shapes_penalty_and_last_layer_has_no_scale():
+    core = StackedConv2dCore(1, [5, 3], [4, 6], activation_fn=["soft", "none"], rel_smooth_weight=[1, 0.5],
+                             rel_sparse_weight=[0, 1], conv_smooth_weight=0.1, conv_sparse_weight=0.2)
+    assert output_shape(core, [1, 10, 12]) == (6, 10, 12)
+    expected = (0.1 * laplace_smoothness(core.convs[0].weight) + 0.05 * laplace_smoothness(core.convs[1].weight)
+                + 0.2 * group_sparsity(core.convs[1].weight))
+    torch.testing.assert_close(core.penalty(), expected)
+    last_norm = core.layers[-1][1]
+    assert not last_norm.weight.requires_grad and last_norm.bias.requires_grad
+
+
+def test_core_rejects_bad_settings_and_small_images():
+    with pytest.raises(ValueError, match="filter_size has 2 entries for 3 layers"):
+        StackedConv2dCore(1, [5, 3], [4, 4, 4])
+    with pytest.raises(ValueError, match="unknown activation_fn 'tanhh'"):
+        StackedConv2dCore(1, [5], [4], activation_fn=["tanhh"], rel_smooth_weight=[1], rel_sparse_weight=[0])
+    core = StackedConv2dCore(1, [7], [2], padding="valid", activation_fn="none", rel_smooth_weight=1,
+                             rel_sparse_weight=0)
+    with pytest.raises(ValueError, match=r"images of shape \[1, 5, 5\] are too small"):
+        output_shape(core, [1, 5, 5])

@@ -1,0 +1,152 @@
+"""The ``bioviz`` command line.
+
+``bioviz fit|validate|test|predict`` is LightningCLI in subclass mode: a config or the command line picks any
+LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH`` writes
+the simulated V1 population to an ``.npz`` in the neural-response layout.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import zoo.data
+import zoo.models
+from zoo.errors import DataNotFoundError, UserError
+
+# In-memory tensor loaders need no worker processes; Lightning's advice to add some does not apply.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()  # an advert printed on every run
+)
+
+# Data properties a model may take from its DataModule; a link applies only where both sides have the name.
+DATA_LINKS = ("n_neurons", "in_shape", "mean_responses", "num_classes")
+RUNS_DIR = "runs"
+
+
+def known_classes() -> str:
+    models = [n for n in zoo.models.__all__ if isinstance(getattr(zoo.models, n), type)]
+    data = [n for n in zoo.data.__all__
+            if isinstance(getattr(zoo.data, n), type) and issubclass(getattr(zoo.data, n), pl.LightningDataModule)]
+    return f"Known models: {', '.join(sorted(models))}. Known data modules: {', '.join(sorted(data))}."
+
+
+class BiovizArgumentParser(LightningArgumentParser):
+    def error(self, message: str, ex: Exception | None = None):
+        if "import path" in message or "class_path" in message or "subclass" in message:
+            message = f"{message}\n{known_classes()}"
+        super().error(message, ex)
+
+
+def _checkpoint_root(trainer_config: Namespace) -> Path:
+    """Folder whose run subfolders (version_N) hold ``checkpoints/``, as Lightning lays them out."""
+    logger = trainer_config.get("logger")
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    if isinstance(logger, Namespace) and "init_args" in logger:
+        args = logger.init_args
+        save_dir = args.get("save_dir") or trainer_config.get("default_root_dir") or "."
+        return Path(save_dir) / (args.get("name") or "lightning_logs")
+    return Path(trainer_config.get("default_root_dir") or ".") / "lightning_logs"
+
+
+def find_checkpoint(trainer_config: Namespace, which: str) -> Path | None:
+    """The newest ``best.ckpt`` or ``last.ckpt`` among the runs of this config's logger, or None."""
+    root = _checkpoint_root(trainer_config)
+    candidates = [Path(p) for p in glob.glob(str(root / "*" / "checkpoints" / f"{which}.ckpt"))]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+class BiovizCLI(LightningCLI):
+    """LightningCLI with bioviz defaults: TensorBoard under runs/, best + last checkpoints on the model's monitored
+    metric, learning-rate monitor, seed 0, data properties linked into the model, and ``--ckpt_path best|last``
+    resolved to the newest run of the same logger name (also in a new process)."""
+
+    def __init__(self, args=None, run: bool = True):
+        super().__init__(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_class=BiovizArgumentParser,
+            seed_everything_default=0,
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": RUNS_DIR}},
+            },
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in DATA_LINKS:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        which = config.get("ckpt_path")
+        if which not in ("best", "last"):
+            return
+        found = find_checkpoint(config.trainer, which)
+        if found is not None:
+            print(f"using {which} checkpoint {found}", file=sys.stderr)
+            config.ckpt_path = str(found)
+        elif subcommand == "fit" and which == "last":
+            print(f"no last checkpoint under {_checkpoint_root(config.trainer)}; starting a new run", file=sys.stderr)
+            config.ckpt_path = None
+        else:
+            raise DataNotFoundError(
+                f"--ckpt_path {which}: no {which}.ckpt under {_checkpoint_root(config.trainer)}/*/checkpoints. "
+                f"Train first with `bioviz fit` using the same config, or give the checkpoint's path."
+            )
+
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(config.get("callbacks") or [])
+        has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        if self.subcommand != "fit" and not has_checkpoint:
+            kwargs.setdefault("enable_checkpointing", False)  # nothing to save when evaluating
+        elif config.get("enable_checkpointing") is not False and not has_checkpoint:
+            monitor = getattr(self.model, "monitor", None)
+            callbacks.append(ModelCheckpoint(
+                monitor=monitor, mode=getattr(self.model, "monitor_mode", "min"),
+                filename="best" if monitor else "{epoch}-{step}", save_top_k=1, save_last=True,
+            ))
+        if config.get("logger") and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor())
+        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    try:
+        if argv[:1] == ["simulate-v1"]:
+            from jsonargparse import CLI
+
+            CLI(zoo.data.write_synthetic_v1, args=argv[1:], prog="bioviz simulate-v1")
+        elif argv[:1] == ["zoo"]:
+            sys.exit("bioviz zoo: the model zoo commands are not available yet")
+        else:
+            BiovizCLI(args=args)
+    except UserError as err:
+        print(f"bioviz: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

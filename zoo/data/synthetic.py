@@ -1,0 +1,168 @@
+"""A simulated V1 population with known ground truth: the embedded default data, made with no network.
+
+Images are natural-like (1/f noise or dead leaves from ``bioviz.stimuli``). Each neuron is an LN model built from a
+Gabor filter at one of 8 orientations, a random position, size, spatial frequency and phase: a simple cell is the
+filter's linear response, a complex cell the energy of a quadrature pair. The drive is standardised on the training
+images, passed through ``rate_scale * softplus(gain * drive + offset)`` and Poisson noise is drawn. The test set has
+repeated presentations, and the noise-free test rates are kept (``rates_test``), so the oracle is known exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bioviz.stimuli import gabor, natural_images
+from zoo.data.responses import ResponseDataModule, validate_response_arrays
+
+__all__ = ["simulate_v1", "write_synthetic_v1", "SyntheticV1DataModule", "N_ORIENTATIONS"]
+
+N_ORIENTATIONS = 8
+
+
+def simulate_v1(
+    seed: int = 0,
+    n_neurons: int = 100,
+    image_shape: Sequence[int] = (36, 64),
+    n_train: int = 4000,
+    n_val: int = 500,
+    n_test: int = 200,
+    n_repeats: int = 10,
+    images: str = "pink",
+    complex_fraction: float = 0.5,
+    rate_scale: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Simulate the population; returns arrays in the neural-response file layout plus ``true_*`` ground truth.
+
+    Deterministic in ``seed``. Ground truth: ``true_orientation`` (degrees), ``true_complex`` (bool),
+    ``true_position`` ([dy, dx] from the image centre, pixels), ``true_sigma``, ``true_frequency`` (cycles/pixel),
+    ``true_phase`` (degrees), ``true_filters`` ([n, H, W], unit norm; a complex cell's is its 0-phase filter).
+    """
+    if min(n_neurons, n_train, n_val, n_test) < 1 or n_repeats < 2:
+        raise ValueError("n_neurons, n_train, n_val and n_test must be >= 1 and n_repeats >= 2")
+    h, w = (int(s) for s in image_shape)
+    if min(h, w) < 8:
+        raise ValueError(f"image_shape must be at least 8x8, got {list(image_shape)}")
+    g = torch.Generator().manual_seed(int(seed))
+
+    def uniform(low, high, n=n_neurons):
+        return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+
+    orientation = torch.randint(N_ORIENTATIONS, (n_neurons,), generator=g).double() * (180.0 / N_ORIENTATIONS)
+    is_complex = torch.rand(n_neurons, generator=g) < complex_fraction
+    sigma = uniform(0.8, 1.2) * min(h, w) / 10
+    frequency = 1.0 / (sigma * uniform(2.5, 3.5))  # about one cycle per envelope width
+    phase = uniform(0.0, 360.0)
+    # Centres keep the envelope (2 SD) inside the image.
+    position = torch.stack([uniform(-1, 1) * (h / 2 - 2 * sigma).clamp_min(0),
+                            uniform(-1, 1) * (w / 2 - 2 * sigma).clamp_min(0)], dim=1)
+    gain, offset = uniform(1.0, 2.0), uniform(-1.0, 0.5)
+
+    def filters(phase_deg):
+        f = gabor((h, w), orientation, frequency, phase_deg, sigma, position, dtype=torch.float64)
+        return f / f.flatten(1).norm(dim=1).reshape(-1, 1, 1)
+
+    even, odd = filters(phase), filters(phase + 90.0)
+    n_total = n_train + n_val + n_test
+    stimuli = natural_images(images, n_total, (h, w), seed=g, dtype=torch.float64)
+    flat = stimuli.flatten(1)
+    linear, quadrature = flat @ even.flatten(1).t(), flat @ odd.flatten(1).t()
+    drive = torch.where(is_complex, torch.sqrt(linear**2 + quadrature**2), linear)
+    mean, sd = drive[:n_train].mean(0), drive[:n_train].std(0)
+    rates = rate_scale * F.softplus(gain * (drive - mean) / sd + offset)
+
+    train, val, test = rates[:n_train], rates[n_train:n_train + n_val], rates[n_train + n_val:]
+    responses_test = torch.poisson(test.expand(n_repeats, -1, -1).contiguous(), generator=g)
+
+    def as32(t):
+        return t.numpy().astype(np.float32)
+
+    return {
+        "images_train": as32(stimuli[:n_train, 0]),
+        "responses_train": as32(torch.poisson(train, generator=g)),
+        "images_val": as32(stimuli[n_train:n_train + n_val, 0]),
+        "responses_val": as32(torch.poisson(val, generator=g)),
+        "images_test": as32(stimuli[n_train + n_val:, 0]),
+        "responses_test": as32(responses_test),
+        "rates_test": as32(test),
+        "true_orientation": as32(orientation),
+        "true_complex": is_complex.numpy(),
+        "true_position": as32(position),
+        "true_sigma": as32(sigma),
+        "true_frequency": as32(frequency),
+        "true_phase": as32(phase),
+        "true_filters": as32(even),
+    }
+
+
+def write_synthetic_v1(
+    path: str,
+    seed: int = 0,
+    n_neurons: int = 100,
+    image_shape: Sequence[int] = (36, 64),
+    n_train: int = 4000,
+    n_val: int = 500,
+    n_test: int = 200,
+    n_repeats: int = 10,
+    images: str = "pink",
+    complex_fraction: float = 0.5,
+    rate_scale: float = 0.5,
+) -> Path:
+    """Write a simulated V1 population to ``path`` as a neural-response ``.npz`` (see ``simulate_v1``).
+
+    The file appears only when complete (written to a temporary file, then renamed).
+    """
+    arrays = simulate_v1(seed=seed, n_neurons=n_neurons, image_shape=image_shape, n_train=n_train, n_val=n_val,
+                         n_test=n_test, n_repeats=n_repeats, images=images, complex_fraction=complex_fraction,
+                         rate_scale=rate_scale)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"wrote {path}: {n_neurons} neurons, images {'x'.join(map(str, image_shape))}, {n_train}/{n_val}/{n_test} "
+          f"train/val/test images, {n_repeats} test repeats")
+    return path
+
+
+class SyntheticV1DataModule(ResponseDataModule):
+    """The simulated V1 population of ``simulate_v1``, generated in memory from ``seed`` (no files, no network)."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_neurons: int = 100,
+        image_shape: Sequence[int] = (36, 64),
+        n_train: int = 4000,
+        n_val: int = 500,
+        n_test: int = 200,
+        n_repeats: int = 10,
+        images: str = "pink",
+        complex_fraction: float = 0.5,
+        rate_scale: float = 0.5,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+    ):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size)
+        self.simulation = dict(seed=seed, n_neurons=n_neurons, image_shape=list(image_shape), n_train=n_train,
+                               n_val=n_val, n_test=n_test, n_repeats=n_repeats, images=images,
+                               complex_fraction=complex_fraction, rate_scale=rate_scale)
+
+        self.ground_truth: dict[str, np.ndarray] = {}
+
+    def load_arrays(self) -> dict[str, np.ndarray]:
+        arrays = simulate_v1(**self.simulation)
+        validate_response_arrays(arrays, source="the simulated population")
+        self.ground_truth = {key: value for key, value in arrays.items() if key.startswith("true_")}
+        return arrays

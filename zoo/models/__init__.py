@@ -1,0 +1,5 @@
+"""Paper models, one module per paper; each is a LightningModule the CLI can pick by class name."""
+
+from zoo.models.cnn_v1 import CNNV1
+
+__all__ = ["CNNV1"]

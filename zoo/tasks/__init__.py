@@ -1,0 +1,7 @@
+"""Base LightningModules shared by the paper models of one kind."""
+
+from zoo.tasks.base import Task
+from zoo.tasks.classification import ClassificationTask
+from zoo.tasks.response import ResponseTask
+
+__all__ = ["Task", "ClassificationTask", "ResponseTask"]

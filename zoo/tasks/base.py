@@ -1,0 +1,57 @@
+"""What every bioviz LightningModule shares: a monitored metric, input checks, and checkpoint compatibility."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from zoo.errors import ShapeMismatchError
+
+
+class Task(pl.LightningModule):
+    """Base LightningModule of a paper model.
+
+    Subclasses call ``save_hyperparameters()`` with plain arguments, build their network, and implement ``forward``.
+    ``monitor``/``monitor_mode`` name the metric the CLI's checkpoint callback keeps the best of.
+    ``data_hparams`` are the hyperparameters that come from the data (linked by the CLI); a checkpoint whose values
+    differ from the data's cannot be loaded, and ``on_load_checkpoint`` says so instead of a state-dict size error.
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    data_hparams: tuple[str, ...] = ("in_shape",)
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise a clear error if ``images`` do not have the shape [B, *in_shape] the model was built for."""
+        expected = tuple(self.hparams.in_shape)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ShapeMismatchError(
+                f"{type(self).__name__} was built for images of shape [B, {', '.join(map(str, expected))}] "
+                f"but got {list(images.shape)}. Use data with that image size (or channel count), or build the "
+                f"model for this data (the CLI links --model.init_args.in_shape from the data)."
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        problems = []
+        for key in self.data_hparams:
+            if key in saved and key in self.hparams and _plain(saved[key]) != _plain(self.hparams[key]):
+                problems.append(f"{key}: checkpoint {_plain(saved[key])} vs data {_plain(self.hparams[key])}")
+        if problems:
+            raise ShapeMismatchError(
+                f"the checkpoint was trained on data of another shape ({'; '.join(problems)}). "
+                "Evaluate it on data like its training data, or train a new model on this data."
+            )
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value

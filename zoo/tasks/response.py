@@ -1,0 +1,137 @@
+"""Neural-response regression: predict each neuron's response to an image.
+
+Batches are ``(images [B, C, H, W], responses [B, n])`` for training and validation and
+``(images, responses [B, R, n])`` for test, where R repeats of each test image were recorded; test batches may carry
+the noise-free rates ``[B, n]`` of a simulated population as a third element.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
+
+from zoo.errors import ShapeMismatchError
+from zoo.metrics import PerNeuronCorrelation, RepeatOracle
+from zoo.tasks.base import Task
+
+__all__ = ["ResponseTask", "poisson_loss", "mse_loss", "LOSSES"]
+
+
+def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Poisson negative log-likelihood (up to a constant) summed over neurons, one value per sample.
+
+    Linear in ``target``, so the loss on repeat-averaged responses equals the mean loss over repeats.
+    """
+    return (pred - target * torch.log(pred + 1e-5)).sum(-1)
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over neurons, one value per sample."""
+    return ((pred - target) ** 2).sum(-1)
+
+
+LOSSES = {"poisson": poisson_loss, "mse": mse_loss}
+
+
+class ResponseTask(Task):
+    """Base for neural-response models. Subclasses build the network and may override ``regularizer()``.
+
+    Logged: ``train/loss`` (data loss + penalties), ``train/data_loss``, ``val/loss`` (data loss only, the metric the
+    checkpoint keeps the best of), ``val/corr`` and ``val/corr_median`` (per-neuron Pearson r over the whole
+    validation set); on test: ``test/loss``, ``test/corr`` and ``test/corr_median`` against the repeat-averaged
+    responses, ``test/oracle`` (mean sqrt(FEV)) and ``test/fraction_oracle`` = test/corr / test/oracle, and for
+    simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the repeat average) and
+    ``test/fraction_oracle_true``.
+    """
+
+    monitor = "val/loss"
+    monitor_mode = "min"
+    data_hparams = ("in_shape", "n_neurons")
+
+    def __init__(self, n_neurons: int, loss: str = "poisson"):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+        self.loss_fn = LOSSES[loss]
+        self.val_loss = MeanMetric()
+        self.val_corr = PerNeuronCorrelation(n_neurons)
+        self.test_loss = MeanMetric()
+        self.test_corr = PerNeuronCorrelation(n_neurons)
+        self.test_oracle = RepeatOracle(n_neurons)
+        self.test_oracle_true = PerNeuronCorrelation(n_neurons)
+
+    def regularizer(self) -> torch.Tensor:
+        """Sum of the model's penalties, added to the training loss. None by default."""
+        return torch.zeros((), device=self.device)
+
+    def _predict(self, images: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
+        pred = self(images)
+        if pred.shape[-1] != responses.shape[-1]:
+            raise ShapeMismatchError(
+                f"{type(self).__name__} predicts {pred.shape[-1]} neurons but the data has {responses.shape[-1]}. "
+                "Build the model for this data (the CLI links --model.init_args.n_neurons from the data)."
+            )
+        return pred
+
+    def training_step(self, batch, batch_idx):
+        images, responses = batch[0], batch[1]
+        pred = self._predict(images, responses)
+        data_loss = self.loss_fn(pred, responses).mean()
+        loss = data_loss + self.regularizer()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        self.log("train/data_loss", data_loss, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, responses = batch[0], batch[1]
+        pred = self._predict(images, responses)
+        self.val_loss.update(self.loss_fn(pred, responses))
+        self.val_corr.update(pred, responses)
+
+    def on_validation_epoch_end(self):
+        corr = self.val_corr.compute()
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/corr", corr.mean().float(), prog_bar=True, sync_dist=True)
+        self.log("val/corr_median", corr.median().float(), sync_dist=True)
+        self.val_loss.reset()
+        self.val_corr.reset()
+
+    def test_step(self, batch, batch_idx):
+        images, responses = batch[0], batch[1]
+        repeats = responses if responses.ndim == 3 else responses.unsqueeze(1)
+        average = repeats.mean(1)
+        pred = self._predict(images, average)
+        self.test_loss.update(self.loss_fn(pred, average))
+        self.test_corr.update(pred, average)
+        if repeats.shape[1] >= 2:
+            self.test_oracle.update(repeats)
+        if len(batch) > 2:
+            self.test_oracle_true.update(batch[2], average)
+
+    def on_test_epoch_end(self):
+        corr = self.test_corr.compute()
+        results = {"test/loss": self.test_loss.compute(), "test/corr": corr.mean(),
+                   "test/corr_median": corr.median()}
+        if self.test_oracle.update_called:
+            results["test/oracle"] = self.test_oracle.compute().mean()
+            results["test/fraction_oracle"] = results["test/corr"] / results["test/oracle"]
+        if self.test_oracle_true.update_called:
+            results["test/oracle_true"] = self.test_oracle_true.compute().mean()
+            results["test/fraction_oracle_true"] = results["test/corr"] / results["test/oracle_true"]
+        for name, value in results.items():
+            self.log(name, value.float(), sync_dist=True)
+        summary = f"test correlation {results['test/corr']:.3f} (median {results['test/corr_median']:.3f})"
+        if "test/oracle" in results:
+            summary += (f"; oracle {results['test/oracle']:.3f} (sqrt FEV), "
+                        f"fraction of oracle {results['test/fraction_oracle']:.3f}")
+        if "test/oracle_true" in results:
+            summary += (f"; true-rate oracle {results['test/oracle_true']:.3f}, "
+                        f"fraction {results['test/fraction_oracle_true']:.3f}")
+        rank_zero_info(summary)
+        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true):
+            metric.reset()
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
