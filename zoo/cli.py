@@ -15,7 +15,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import zoo.data
@@ -67,6 +68,29 @@ def find_checkpoint(trainer_config: Namespace, which: str) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+class PredictionFileWriter(BasePredictionWriter):
+    """Saves what ``bioviz predict`` returns, in data order, to ``<run folder>/predictions.pt``.
+
+    Under DDP each rank writes ``predictions_rank<r>.pt`` holding ``{"predictions", "indices"}``.
+    """
+
+    def __init__(self):
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        values = torch.cat([torch.as_tensor(p) for p in predictions])
+        if trainer.world_size == 1:
+            path = folder / "predictions.pt"
+            torch.save(values, path)
+        else:
+            path = folder / f"predictions_rank{trainer.global_rank}.pt"
+            indices = torch.as_tensor([i for batch in batch_indices for i in batch])
+            torch.save({"predictions": values, "indices": indices}, path)
+        print(f"wrote predictions {list(values.shape)} to {path}")
+
+
 class BiovizCLI(LightningCLI):
     """LightningCLI with bioviz defaults: TensorBoard under runs/, best + last checkpoints on the model's monitored
     metric, learning-rate monitor, seed 0, data properties linked into the model, and ``--ckpt_path best|last``
@@ -115,18 +139,26 @@ class BiovizCLI(LightningCLI):
                 f"Train first with `bioviz fit` using the same config, or give the checkpoint's path."
             )
 
+    def after_test(self) -> None:
+        summary = getattr(self.model, "test_summary", None)
+        if summary and self.trainer.is_global_zero:
+            print(summary)
+
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
         has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-        if self.subcommand != "fit" and not has_checkpoint:
+        if self.subcommand in ("validate", "test", "predict") and not has_checkpoint:
             kwargs.setdefault("enable_checkpointing", False)  # nothing to save when evaluating
+            warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be provided.*")
         elif config.get("enable_checkpointing") is not False and not has_checkpoint:
             monitor = getattr(self.model, "monitor", None)
             callbacks.append(ModelCheckpoint(
                 monitor=monitor, mode=getattr(self.model, "monitor_mode", "min"),
                 filename="best" if monitor else "{epoch}-{step}", save_top_k=1, save_last=True,
             ))
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
+            callbacks.append(PredictionFileWriter())
         if config.get("logger") and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor())
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
@@ -143,9 +175,23 @@ def main(args: list[str] | None = None) -> None:
             sys.exit("bioviz zoo: the model zoo commands are not available yet")
         else:
             BiovizCLI(args=args)
-    except UserError as err:
-        print(f"bioviz: error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"bioviz: error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind ``err``, also when jsonargparse wrapped it while instantiating a class."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ the noise-free rates ``[B, n]`` of a simulated population as a third element.
 from __future__ import annotations
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from zoo.errors import ShapeMismatchError
@@ -42,7 +41,7 @@ class ResponseTask(Task):
     validation set); on test: ``test/loss``, ``test/corr`` and ``test/corr_median`` against the repeat-averaged
     responses, ``test/oracle`` (mean sqrt(FEV)) and ``test/fraction_oracle`` = test/corr / test/oracle, and for
     simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the repeat average) and
-    ``test/fraction_oracle_true``.
+    ``test/fraction_oracle_true``. After a test, ``test_summary`` says the same in one line.
     """
 
     monitor = "val/loss"
@@ -60,6 +59,7 @@ class ResponseTask(Task):
         self.test_corr = PerNeuronCorrelation(n_neurons)
         self.test_oracle = RepeatOracle(n_neurons)
         self.test_oracle_true = PerNeuronCorrelation(n_neurons)
+        self.test_summary: str | None = None
 
     def regularizer(self) -> torch.Tensor:
         """Sum of the model's penalties, added to the training loss. None by default."""
@@ -84,6 +84,16 @@ class ResponseTask(Task):
         self.log("train/data_loss", data_loss, batch_size=len(images))
         return loss
 
+    # Metrics are reset when an epoch starts, not when it ends: states made at the end of a standalone validate()
+    # would be inference-mode tensors that a later fit() could not update in place.
+    def on_validation_epoch_start(self):
+        self.val_loss.reset()
+        self.val_corr.reset()
+
+    def on_test_epoch_start(self):
+        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true):
+            metric.reset()
+
     def validation_step(self, batch, batch_idx):
         images, responses = batch[0], batch[1]
         pred = self._predict(images, responses)
@@ -95,8 +105,6 @@ class ResponseTask(Task):
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
         self.log("val/corr", corr.mean().float(), prog_bar=True, sync_dist=True)
         self.log("val/corr_median", corr.median().float(), sync_dist=True)
-        self.val_loss.reset()
-        self.val_corr.reset()
 
     def test_step(self, batch, batch_idx):
         images, responses = batch[0], batch[1]
@@ -129,9 +137,7 @@ class ResponseTask(Task):
         if "test/oracle_true" in results:
             summary += (f"; true-rate oracle {results['test/oracle_true']:.3f}, "
                         f"fraction {results['test/fraction_oracle_true']:.3f}")
-        rank_zero_info(summary)
-        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true):
-            metric.reset()
+        self.test_summary = summary
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0])

@@ -1,0 +1,142 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from zoo.cli import main
+from zoo.data import SyntheticV1DataModule, load_response_file
+from zoo.models import CNNV1
+
+from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz
+
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+FAST = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+        "--trainer.enable_progress_bar=false"]
+
+
+def data_args(config: Path, npz: Path) -> list[str]:
+    """Shrink a config's data to the tiny population, in the way its DataModule takes data."""
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"].rsplit(".", 1)[-1]
+    if data_class == "SyntheticV1DataModule":
+        return TINY_SIM_ARGS
+    if data_class == "NeuralResponseDataModule":
+        return [f"--data.init_args.path={npz}"]
+    raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bioviz"])
+    return tmp_path
+
+
+def test_there_are_configs():
+    assert REPO / "configs" / "quickstart.yaml" in CONFIGS
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz):
+    args = ["-c", str(config), *data_args(config, tiny_npz), *FAST]
+    main(["fit", *args])
+    checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
+    assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}
+    main(["test", *args, "--ckpt_path=best"])  # resolved to the run above, as in a new process
+
+
+def test_print_config_shows_linked_model_and_data(in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "zoo.models.CNNV1"
+    assert printed["data"]["class_path"] == "zoo.data.SyntheticV1DataModule"
+
+
+def test_unknown_class_lists_the_known_ones(in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=NoSuchModel", "--data=SyntheticV1DataModule"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "NoSuchModel" in err and "Known models: CNNV1" in err and "SyntheticV1DataModule" in err
+
+
+def test_missing_data_path_names_the_fix(in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=CNNV1", "--data=NeuralResponseDataModule", "--data.path=missing.npz"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no neural-response file at missing.npz" in err and "bioviz simulate-v1 missing.npz" in err
+
+
+def test_best_checkpoint_without_a_run_names_the_fix(in_tmp, capsys):
+    with pytest.raises(SystemExit):
+        main(["test", "--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--ckpt_path=best"])
+    assert "no best.ckpt under runs/lightning_logs" in capsys.readouterr().err
+
+
+def test_checkpoint_on_images_of_another_size_is_refused(in_tmp, capsys):
+    base = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS, *FAST]
+    main(["fit", *base])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", *base, "--data.init_args.image_shape=[20,20]", "--ckpt_path=best"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "in_shape: checkpoint [1, 16, 16] vs data [1, 20, 20]" in err
+
+
+def test_simulate_route_writes_the_file_layout(in_tmp):
+    main(["simulate-v1", "sim.npz", "--n_neurons=4", "--image_shape=[12,12]", "--n_train=10", "--n_val=5",
+          "--n_test=3", "--n_repeats=2"])
+    arrays = load_response_file(in_tmp / "sim.npz")
+    assert arrays["images_train"].shape == (10, 12, 12) and arrays["responses_test"].shape == (2, 3, 4)
+
+
+def test_console_script_is_installed():
+    script = shutil.which("bioviz", path=str(Path(sys.executable).parent)) or shutil.which("bioviz")
+    assert script, "the bioviz console script is not installed; pip install -e ."
+    out = subprocess.run([script, "fit", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--ckpt_path" in out and "--model" in out
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS,
+            "--data.init_args.batch_size=16", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    whole.mkdir(), broken.mkdir()
+    run_bioviz(["fit", *args], cwd=whole)
+    # 6 steps per epoch: die in the middle of the second epoch, after the first epoch's checkpoint.
+    killer = '--trainer.callbacks+={"class_path": "killer.KillAtStep", "init_args": {"step": 9}}'
+    died = run_bioviz(["fit", *args, killer], cwd=broken, check=False)
+    assert died.returncode == -9, died.stderr[-2000:]
+    saved = torch.load(broken / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert saved["global_step"] == 6
+    resumed = run_bioviz(["fit", *args, "--ckpt_path=last"], cwd=broken)
+    assert "using last checkpoint runs/lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
+
+    final_whole = torch.load(whole / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    final_resumed = torch.load(broken / "runs/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=False)
+    assert final_whole["global_step"] == final_resumed["global_step"] == 18
+
+    def monitored(ckpt):
+        state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        return state["current_score"], state["best_model_score"]
+
+    assert monitored(final_whole) == monitored(final_resumed)
+    for key, value in final_whole["state_dict"].items():
+        torch.testing.assert_close(final_resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_predict_writes_predictions_in_data_order(in_tmp):
+    base = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS, *FAST]
+    main(["fit", *base])
+    main(["predict", *base, "--ckpt_path=best"])
+    predictions = torch.load(next(in_tmp.glob("runs/lightning_logs/version_1/predictions.pt")))
+    model = CNNV1.load_from_checkpoint(next(in_tmp.glob("runs/lightning_logs/version_0/checkpoints/best.ckpt")))
+    images = SyntheticV1DataModule(**TINY_SIM).tensors["images_test"]
+    with torch.no_grad():
+        torch.testing.assert_close(predictions, model.eval()(images))

@@ -1,0 +1,99 @@
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.data import SyntheticV1DataModule
+from zoo.errors import ShapeMismatchError
+from zoo.models import CNNV1
+from zoo.tasks import ClassificationTask, ResponseTask
+
+from conftest import TINY_SIM
+
+TINY_CNN = dict(filter_size=[5, 3, 3], num_filters=[4, 4, 4])
+
+
+def trainer(tmp_path, **kwargs):
+    return pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+def test_cnn_v1_shapes_and_parameter_layout():
+    model = CNNV1(n_neurons=7, in_shape=[1, 36, 64], mean_responses=[1.0] * 7)
+    assert model(torch.zeros(3, 1, 36, 64)).shape == (3, 7)
+    assert model.readout.mask.shape == (7, 36, 64) and model.readout.features.shape == (7, 32)
+    assert [c.weight.shape[-1] for c in model.core.convs] == [13, 5, 5]
+    assert model.regularizer() > 0
+
+
+def test_cnn_v1_rejects_images_of_another_size():
+    model = CNNV1(n_neurons=3, in_shape=[1, 16, 16], **TINY_CNN)
+    with pytest.raises(ShapeMismatchError, match=r"built for images of shape \[B, 1, 16, 16\] but got \[2, 1, 20, 20\]"):
+        model.training_step((torch.zeros(2, 1, 20, 20), torch.zeros(2, 3)), 0)
+    with pytest.raises(ShapeMismatchError, match="predicts 3 neurons but the data has 5"):
+        model.training_step((torch.zeros(2, 1, 16, 16), torch.zeros(2, 5)), 0)
+    with pytest.raises(ValueError, match="too small"):
+        CNNV1(n_neurons=3, in_shape=[1, 4, 4], padding=["valid"] * 3)
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown loss 'l1'; choose one of"):
+        CNNV1(n_neurons=3, in_shape=[1, 16, 16], loss="l1", **TINY_CNN)
+
+
+def test_training_improves_fit_and_test_reports_the_oracle(tmp_path):
+    pl.seed_everything(0)
+    dm = SyntheticV1DataModule(seed=2, **{**TINY_SIM, "n_train": 512, "n_neurons": 8}, batch_size=64)
+    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, mean_responses=dm.mean_responses, lr=0.01,
+                  **TINY_CNN)
+    t = trainer(tmp_path, max_epochs=8)
+    before = t.validate(model, datamodule=dm, verbose=False)[0]
+    t.fit(model, datamodule=dm)
+    after = t.validate(model, datamodule=dm, verbose=False)[0]
+    assert after["val/loss"] < before["val/loss"] and after["val/corr"] > before["val/corr"] + 0.1
+    results = t.test(model, datamodule=dm, verbose=False)[0]
+    assert results["test/fraction_oracle"] == pytest.approx(results["test/corr"] / results["test/oracle"], rel=1e-5)
+    assert 0 < results["test/oracle_true"] <= 1
+    assert model.test_summary.startswith(f"test correlation {results['test/corr']:.3f}")
+
+
+def test_checkpoint_rebuilds_model_from_hyperparameters(tmp_path):
+    model = CNNV1(n_neurons=4, in_shape=[1, 16, 16], **TINY_CNN)
+    t = trainer(tmp_path, max_steps=0)
+    t.strategy.connect(model)
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = CNNV1.load_from_checkpoint(tmp_path / "m.ckpt")
+    x = torch.randn(2, 1, 16, 16)
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+class TinyClassifier(ClassificationTask):
+    def __init__(self, in_shape=(1, 4, 4), num_classes: int = 3, lr: float = 0.05):
+        super().__init__(num_classes=num_classes)
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_classification_task_uses_cross_entropy_on_logits_and_tracks_accuracy(tmp_path):
+    pl.seed_everything(0)
+    labels = torch.randint(3, (96,))
+    images = torch.randn(96, 1, 4, 4) * 0.3 + labels.float().reshape(-1, 1, 1, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=32)
+    model = TinyClassifier()
+    loss = model.training_step((images, labels), 0)
+    torch.testing.assert_close(loss, F.cross_entropy(model(images), labels))
+    t = trainer(tmp_path, max_epochs=20)
+    t.fit(model, loader, loader)
+    assert t.callback_metrics["val/acc"] > 0.9
+    with pytest.raises(ShapeMismatchError):
+        model.validation_step((torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)), 0)
+
+
+def test_response_task_is_abstract_about_the_network():
+    assert issubclass(CNNV1, ResponseTask)
+    assert ResponseTask.monitor == "val/loss" and ClassificationTask.monitor == "val/acc"
