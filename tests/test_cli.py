@@ -76,7 +76,7 @@ def test_missing_data_path_names_the_fix(in_tmp, capsys):
 def test_best_checkpoint_without_a_run_names_the_fix(in_tmp, capsys):
     with pytest.raises(SystemExit):
         main(["test", "--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--ckpt_path=best"])
-    assert "no best.ckpt under runs/lightning_logs" in capsys.readouterr().err
+    assert "no best.ckpt in runs/lightning_logs/*/checkpoints" in capsys.readouterr().err
 
 
 def test_checkpoint_on_images_of_another_size_is_refused(in_tmp, capsys):
@@ -140,3 +140,11 @@ def test_predict_writes_predictions_in_data_order(in_tmp):
     images = SyntheticV1DataModule(**TINY_SIM).tensors["images_test"]
     with torch.no_grad():
         torch.testing.assert_close(predictions, model.eval()(images))
+
+
+def test_best_checkpoint_is_found_without_a_logger_too(in_tmp, capsys):
+    base = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS, *FAST,
+            "--trainer.logger=false"]
+    main(["fit", *base])
+    main(["test", *base, "--ckpt_path=best"])
+    assert "using best checkpoint checkpoints/best.ckpt" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_missing_key_is_named(tmp_path, arrays):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("responses_train", np.zeros((96, 6, 2), np.float32), r"responses_train has shape \[96, 6, 2\]; expected \[N, n\]"),
+        ("responses_train", np.zeros((96, 6, 2), np.float32), r"has shape \[96, 6, 2\]; expected \[N, n\]"),
         ("responses_test", np.zeros((21, 6), np.float32), r"expected \[repeats, N_test, n\]"),
         ("responses_val", np.zeros((30, 6), np.float32), "responses_val has 30 images .* images_val has 33"),
         ("responses_val", np.zeros((33, 5), np.float32), "neuron counts differ"),
@@ -102,7 +102,7 @@ def test_nan_and_inf_are_counted_and_nothing_is_loaded(tmp_path, arrays):
     arrays["responses_test"][0, 0, 0] = np.inf
     dm = NeuralResponseDataModule(path=str(save(tmp_path / "f.npz", arrays)))
     with pytest.raises(DataFileError) as err:
-        dm.n_neurons
+        _ = dm.n_neurons
     assert "responses_train has 3 NaN and 0 inf values" in str(err.value)
     assert "responses_test has 0 NaN and 1 inf values" in str(err.value)
     assert dm._tensors is None  # no partial state

@@ -29,7 +29,7 @@ def test_cnn_v1_shapes_and_parameter_layout():
 
 def test_cnn_v1_rejects_images_of_another_size():
     model = CNNV1(n_neurons=3, in_shape=[1, 16, 16], **TINY_CNN)
-    with pytest.raises(ShapeMismatchError, match=r"built for images of shape \[B, 1, 16, 16\] but got \[2, 1, 20, 20\]"):
+    with pytest.raises(ShapeMismatchError, match=r"images of shape \[B, 1, 16, 16\] but got \[2, 1, 20, 20\]"):
         model.training_step((torch.zeros(2, 1, 20, 20), torch.zeros(2, 3)), 0)
     with pytest.raises(ShapeMismatchError, match="predicts 3 neurons but the data has 5"):
         model.training_step((torch.zeros(2, 1, 16, 16), torch.zeros(2, 5)), 0)

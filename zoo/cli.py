@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-from jsonargparse import Namespace
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -49,22 +49,24 @@ class BiovizArgumentParser(LightningArgumentParser):
         super().error(message, ex)
 
 
-def _checkpoint_root(trainer_config: Namespace) -> Path:
-    """Folder whose run subfolders (version_N) hold ``checkpoints/``, as Lightning lays them out."""
+def _checkpoint_dirs(trainer_config: Namespace) -> Path:
+    """Glob pattern of the folders where this config's runs keep checkpoints, as Lightning lays them out."""
+    root = Path(trainer_config.get("default_root_dir") or ".")
     logger = trainer_config.get("logger")
     if isinstance(logger, list):
-        logger = logger[0] if logger else None
+        logger = logger[0] if logger else False
     if isinstance(logger, Namespace) and "init_args" in logger:
         args = logger.init_args
-        save_dir = args.get("save_dir") or trainer_config.get("default_root_dir") or "."
-        return Path(save_dir) / (args.get("name") or "lightning_logs")
-    return Path(trainer_config.get("default_root_dir") or ".") / "lightning_logs"
+        name = args.get("name")
+        return Path(args.get("save_dir") or root) / ("lightning_logs" if name is None else name) / "*" / "checkpoints"
+    if not logger:
+        return root / "checkpoints"
+    return root / "lightning_logs" / "*" / "checkpoints"
 
 
 def find_checkpoint(trainer_config: Namespace, which: str) -> Path | None:
     """The newest ``best.ckpt`` or ``last.ckpt`` among the runs of this config's logger, or None."""
-    root = _checkpoint_root(trainer_config)
-    candidates = [Path(p) for p in glob.glob(str(root / "*" / "checkpoints" / f"{which}.ckpt"))]
+    candidates = [Path(p) for p in glob.glob(str(_checkpoint_dirs(trainer_config) / f"{which}.ckpt"))]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
@@ -131,11 +133,11 @@ class BiovizCLI(LightningCLI):
             print(f"using {which} checkpoint {found}", file=sys.stderr)
             config.ckpt_path = str(found)
         elif subcommand == "fit" and which == "last":
-            print(f"no last checkpoint under {_checkpoint_root(config.trainer)}; starting a new run", file=sys.stderr)
+            print(f"no last.ckpt in {_checkpoint_dirs(config.trainer)}; starting a new run", file=sys.stderr)
             config.ckpt_path = None
         else:
             raise DataNotFoundError(
-                f"--ckpt_path {which}: no {which}.ckpt under {_checkpoint_root(config.trainer)}/*/checkpoints. "
+                f"--ckpt_path {which}: no {which}.ckpt in {_checkpoint_dirs(config.trainer)}. "
                 f"Train first with `bioviz fit` using the same config, or give the checkpoint's path."
             )
 

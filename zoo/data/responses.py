@@ -31,7 +31,13 @@ import torch
 from zoo.data.loading import TensorBatchDataset, tensor_loader
 from zoo.errors import DataFileError, DataNotFoundError
 
-__all__ = ["ResponseDataModule", "NeuralResponseDataModule", "load_response_file", "validate_response_arrays", "normalise_responses"]
+__all__ = [
+    "NeuralResponseDataModule",
+    "ResponseDataModule",
+    "load_response_file",
+    "normalise_responses",
+    "validate_response_arrays",
+]
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = tuple(f"{kind}_{split}" for split in SPLITS for kind in ("images", "responses"))

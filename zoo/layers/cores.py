@@ -57,7 +57,7 @@ class StackedConv2dCore(nn.Module):
         for act in activation_fn:
             if act not in ACTIVATIONS:
                 raise ValueError(f"unknown activation_fn {act!r}; choose one of {sorted(ACTIVATIONS)}")
-        for pad, s in zip(padding, stride):
+        for pad, s in zip(padding, stride, strict=True):
             if pad not in ("same", "valid"):
                 raise ValueError(f"padding must be 'same' or 'valid', got {pad!r}")
             if pad == "same" and s != 1:
@@ -65,7 +65,9 @@ class StackedConv2dCore(nn.Module):
         self.convs = nn.ModuleList()
         self.layers = nn.ModuleList()
         channels = in_channels
-        for i, (k, c, s, pad, act) in enumerate(zip(filter_size, num_filters, stride, padding, activation_fn)):
+        for i, (k, c, s, pad, act) in enumerate(
+            zip(filter_size, num_filters, stride, padding, activation_fn, strict=True)
+        ):
             conv = nn.Conv2d(channels, c, k, stride=s, padding=pad, bias=False)
             nn.init.trunc_normal_(conv.weight, std=0.1, a=-0.2, b=0.2)
             norm = nn.BatchNorm2d(c)
@@ -83,7 +85,7 @@ class StackedConv2dCore(nn.Module):
 
     def penalty(self) -> torch.Tensor:
         total = self.convs[0].weight.new_zeros(())
-        for conv, smooth, sparse in zip(self.convs, self.smooth_weights, self.sparse_weights):
+        for conv, smooth, sparse in zip(self.convs, self.smooth_weights, self.sparse_weights, strict=True):
             if smooth:
                 total = total + smooth * laplace_smoothness(conv.weight)
             if sparse:
