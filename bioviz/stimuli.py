@@ -46,12 +46,12 @@ def gabor(
     ``aspect`` < 1 elongates the envelope along the stripes.
     """
     h, w = int(shape[0]), int(shape[1])
-    center = torch.as_tensor(center, dtype=dtype).reshape(-1, 2)
+    centers = torch.as_tensor(center, dtype=dtype).reshape(-1, 2)
     params = [_as_column(p, dtype) for p in (orientation, frequency, phase, sigma)]
-    n = max([p.shape[0] for p in params] + [center.shape[0]])
+    n = max([p.shape[0] for p in params] + [centers.shape[0]])
     theta, freq, phi, sig = (torch.deg2rad(params[0]), params[1], torch.deg2rad(params[2]), params[3])
-    ys = torch.arange(h, dtype=dtype).reshape(1, h, 1) - (h - 1) / 2 - center[:, 0].reshape(-1, 1, 1)
-    xs = torch.arange(w, dtype=dtype).reshape(1, 1, w) - (w - 1) / 2 - center[:, 1].reshape(-1, 1, 1)
+    ys = torch.arange(h, dtype=dtype).reshape(1, h, 1) - (h - 1) / 2 - centers[:, 0].reshape(-1, 1, 1)
+    xs = torch.arange(w, dtype=dtype).reshape(1, 1, w) - (w - 1) / 2 - centers[:, 1].reshape(-1, 1, 1)
     # u runs across the stripes, v along them.
     u = xs * torch.cos(theta) + ys * torch.sin(theta)
     v = -xs * torch.sin(theta) + ys * torch.cos(theta)

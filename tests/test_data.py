@@ -149,3 +149,25 @@ def test_train_order_is_reproducible_per_epoch():
 def test_tensor_batch_dataset_rejects_unequal_lengths():
     with pytest.raises(ValueError, match="share their first dimension"):
         TensorBatchDataset(torch.zeros(3), torch.zeros(4))
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = write_synthetic_v1(tmp_path / "sim.npz", seed=3, **TINY_SIM)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        write_synthetic_v1(path, seed=4, **TINY_SIM)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["sim.npz"]
+
+
+def test_simulation_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="n_repeats >= 2"):
+        simulate_v1(**{**TINY_SIM, "n_repeats": 1})
+    with pytest.raises(ValueError, match="at least 8x8"):
+        simulate_v1(**{**TINY_SIM, "image_shape": [4, 4]})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse import Namespace
+from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -166,13 +166,21 @@ class BiovizCLI(LightningCLI):
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
+def simulate_command(argv: list[str]) -> None:
+    """``bioviz simulate-v1 PATH [--n_neurons N ...]``: the arguments of ``zoo.data.simulate_v1``."""
+    parser = ArgumentParser(prog="bioviz simulate-v1",
+                            description="Write a simulated V1 population as a neural-response .npz file.")
+    parser.add_argument("path", help="where to write the .npz")
+    parser.add_function_arguments(zoo.data.simulate_v1)
+    args = parser.parse_args(argv).as_dict()
+    zoo.data.write_synthetic_v1(args.pop("path"), **args)
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["simulate-v1"]:
-            from jsonargparse import CLI
-
-            CLI(zoo.data.write_synthetic_v1, args=argv[1:], prog="bioviz simulate-v1")
+            simulate_command(argv[1:])
         elif argv[:1] == ["zoo"]:
             sys.exit("bioviz zoo: the model zoo commands are not available yet")
         else:

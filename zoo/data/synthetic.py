@@ -101,26 +101,10 @@ def simulate_v1(
     }
 
 
-def write_synthetic_v1(
-    path: str,
-    seed: int = 0,
-    n_neurons: int = 100,
-    image_shape: Sequence[int] = (36, 64),
-    n_train: int = 4000,
-    n_val: int = 500,
-    n_test: int = 200,
-    n_repeats: int = 10,
-    images: str = "pink",
-    complex_fraction: float = 0.5,
-    rate_scale: float = 0.5,
-) -> Path:
-    """Write a simulated V1 population to ``path`` as a neural-response ``.npz`` (see ``simulate_v1``).
-
-    The file appears only when complete (written to a temporary file, then renamed).
-    """
-    arrays = simulate_v1(seed=seed, n_neurons=n_neurons, image_shape=image_shape, n_train=n_train, n_val=n_val,
-                         n_test=n_test, n_repeats=n_repeats, images=images, complex_fraction=complex_fraction,
-                         rate_scale=rate_scale)
+def write_synthetic_v1(path: str | Path, **simulation) -> Path:
+    """Simulate a V1 population (keyword arguments of ``simulate_v1``) and write it to ``path`` as a
+    neural-response ``.npz``. The file appears only when complete (written to a temporary file, then renamed)."""
+    arrays = simulate_v1(**simulation)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -131,8 +115,10 @@ def write_synthetic_v1(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    print(f"wrote {path}: {n_neurons} neurons, images {'x'.join(map(str, image_shape))}, {n_train}/{n_val}/{n_test} "
-          f"train/val/test images, {n_repeats} test repeats")
+    repeats, n_test, n = arrays["responses_test"].shape
+    n_train, h, w = arrays["images_train"].shape
+    print(f"wrote {path}: {n} neurons, {h}x{w} images, {n_train}/{len(arrays['images_val'])}/{n_test} "
+          f"train/val/test images, {repeats} test repeats")
     return path
 
 
