@@ -119,7 +119,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert "using last checkpoint runs/lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
 
     final_whole = torch.load(whole / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
-    final_resumed = torch.load(broken / "runs/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=False)
+    assert not (broken / "runs/lightning_logs/version_1").exists()  # resumed in its own run folder
+    final_resumed = torch.load(broken / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
     assert final_whole["global_step"] == final_resumed["global_step"] == 18
 
     def monitored(ckpt):

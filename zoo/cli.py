@@ -132,6 +132,12 @@ class BiovizCLI(LightningCLI):
         if found is not None:
             print(f"using {which} checkpoint {found}", file=sys.stderr)
             config.ckpt_path = str(found)
+            logger = config.trainer.get("logger")
+            if subcommand == "fit" and isinstance(logger, Namespace) and "init_args" in logger:
+                # Resume in the run's own folder: its checkpoint callback state (best so far) reloads, and
+                # TensorBoard shows one continuing run.
+                if logger.init_args.get("version") is None:
+                    logger.init_args.version = found.parent.parent.name
         elif subcommand == "fit" and which == "last":
             print(f"no last.ckpt in {_checkpoint_dirs(config.trainer)}; starting a new run", file=sys.stderr)
             config.ckpt_path = None
