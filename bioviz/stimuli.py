@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["gabor", "pink_noise", "dead_leaves", "natural_images"]
+__all__ = ["gabor", "grating", "gratings", "filters", "pink_noise", "dead_leaves", "natural_images"]
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -60,6 +60,58 @@ def gabor(
     scalar = n == 1 and all(torch.as_tensor(p).ndim == 0 for p in (orientation, frequency, phase, sigma))
     scalar = scalar and torch.as_tensor(center).ndim == 1
     return out[0] if scalar else out.expand(n, h, w).contiguous()
+
+
+def grating(angle: float, sf: float = 1 / 28, res: float = 0.1, patch: bool = False) -> torch.Tensor:
+    """The binarised grating of the Neuromatch W1D5 tutorial (seed 002), value for value.
+
+    ``angle``: degrees from vertical; ``sf``: radians of phase per pixel at ``res = 1``; ``res``: scale of the
+    480 x 640 image (0.1 -> 48 x 64, 0.025 -> 12 x 16); ``patch``: a circular patch on the right of a grey field.
+    Values are +-0.5 (0 for grey). Returns ``[round(480 res), round(640 res)]``.
+    """
+    theta = math.radians(angle)
+    width, height = 640, 480
+    xs = sf * torch.arange(0, width * res, dtype=torch.float64) / res
+    ys = sf * torch.arange(0, height * res, dtype=torch.float64) / res
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    if patch:
+        theta += 0.1  # the tutorial's phase shift, so the stripes fit the patch better
+    wave = torch.cos(xx * math.cos(theta) + yy * math.sin(theta))
+    image = (wave > 0).double()  # the tutorial maps cos < 0 to 0 and cos > 0 to 1 (and keeps cos == 0 at 0)
+    if patch:
+        rows, cols = image.shape
+        yc, xc = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
+                                indexing="ij")
+        inside = ((xc - cols * 0.75) ** 2 + (yc - rows / 2) ** 2).sqrt() < width / 3 / 2 * res
+        image = torch.where(inside, image, torch.full_like(image, 0.5))
+    return (image - 0.5).float()
+
+
+def gratings(angles, sf: float = 1 / 28, res: float = 0.1, patch: bool = False) -> torch.Tensor:
+    """``grating`` at each of ``angles`` (degrees), stacked as model input ``[N, 1, H, W]``."""
+    return torch.stack([grating(float(a), sf=sf, res=res, patch=patch) for a in angles]).unsqueeze(1)
+
+
+def filters(out_channels: int = 6, K: int = 7) -> torch.Tensor:
+    """The tutorial's filter bank (seed 002), value for value: a center-surround filter, its negative, and
+    ``out_channels - 2`` Gabors at orientations evenly spaced in [0, 180) degrees; each scaled to max |w| = 1 and
+    then made zero-mean. Returns ``[out_channels, 1, K, K]``.
+
+    As in the tutorial, the Gaussians fall off with the distance r itself, exp(-r / (2 sigma^2)), not r^2.
+    """
+    grid = torch.linspace(-K / 2, K / 2, K, dtype=torch.float32)
+    xx, yy = torch.meshgrid(grid, grid, indexing="ij")
+    r = (xx**2 + yy**2).sqrt()
+    sigma = 1.1
+    center_surround = torch.exp(-r / (2 * sigma**2)) - 0.5 * torch.exp(-r / (2 * (2 * sigma) ** 2))
+    thetas = torch.deg2rad(torch.linspace(0, 180, out_channels - 1)[:-1])
+    envelope = torch.exp(-r / (2 * (0.4 * sigma) ** 2))
+    gabors = [envelope * torch.cos(2 * math.pi * (xx * torch.cos(t) + yy * torch.sin(t)) / 10 + math.pi / 2)
+              for t in thetas]
+    bank = torch.stack([center_surround, -center_surround, *gabors])
+    bank = bank / bank.abs().amax(dim=(1, 2), keepdim=True)
+    bank = bank - bank.mean(dim=(1, 2), keepdim=True)
+    return bank.unsqueeze(1)
 
 
 def pink_noise(

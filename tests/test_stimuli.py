@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bioviz.stimuli import dead_leaves, gabor, natural_images, pink_noise
+from bioviz.stimuli import dead_leaves, filters, gabor, grating, gratings, natural_images, pink_noise
 
 
 def test_gabor_orientation_convention_and_batching():
@@ -47,3 +47,57 @@ def test_natural_images_by_name():
     assert natural_images("dead_leaves", 2, (8, 8)).shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match="unknown natural image kind 'clouds'"):
         natural_images("clouds", 2, (8, 8))
+
+
+def seed_grating(angle, sf=1 / 28, res=0.1, patch=False):
+    """The Neuromatch W1D5 tutorial's grating, transcribed in numpy as the reference."""
+    angle = np.deg2rad(angle)
+    wpix, hpix = 640, 480
+    xx, yy = np.meshgrid(sf * np.arange(0, wpix * res) / res, sf * np.arange(0, hpix * res) / res)
+    if patch:
+        g = np.cos(xx * np.cos(angle + .1) + yy * np.sin(angle + .1))
+        g[g < 0] = 0
+        g[g > 0] = 1
+        xcent, ycent = g.shape[1] * .75, g.shape[0] / 2
+        xxc, yyc = np.meshgrid(np.arange(0, g.shape[1]), np.arange(0, g.shape[0]))
+        icirc = ((xxc - xcent) ** 2 + (yyc - ycent) ** 2) ** 0.5 < wpix / 3 / 2 * res
+        g[~icirc] = 0.5
+    else:
+        g = np.cos(xx * np.cos(angle) + yy * np.sin(angle))
+        g[g < 0] = 0
+        g[g > 0] = 1
+    return g - 0.5
+
+
+def seed_filters(out_channels=6, K=7):
+    grid = np.linspace(-K / 2, K / 2, K).astype(np.float32)
+    xx, yy = np.meshgrid(grid, grid, indexing="ij")
+    sigma = 1.1
+    r = (xx**2 + yy**2) ** 0.5
+    cs = np.exp(-r / (2 * sigma**2)) - 0.5 * np.exp(-r / (2 * (sigma * 2) ** 2))
+    thetas = np.linspace(0, 180, out_channels - 2 + 1)[:-1] * np.pi / 180
+    gabors = np.zeros((len(thetas), K, K), np.float32)
+    gaussian = np.exp(-(xx**2 + yy**2) ** 0.5 / (2 * (sigma * 0.4) ** 2))
+    for i, theta in enumerate(thetas):
+        gabors[i] = gaussian * np.cos(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / 10 + np.pi / 2)
+    f = np.concatenate((cs[None], -cs[None], gabors), axis=0)
+    f /= np.abs(f).max(axis=(1, 2))[:, None, None]
+    f -= f.mean(axis=(1, 2))[:, None, None]
+    return f[:, None]
+
+
+@pytest.mark.parametrize("angle, res, patch", [(0, 0.1, False), (33.0, 0.1, False), (120, 0.025, False),
+                                               (45, 0.1, True), (90, 0.05, True)])
+def test_grating_matches_the_tutorial(angle, res, patch):
+    expected = seed_grating(angle, res=res, patch=patch)
+    got = grating(angle, res=res, patch=patch)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+def test_gratings_batch_and_filters_match_the_tutorial():
+    batch = gratings([0, 30, 60], res=0.025)
+    assert batch.shape == (3, 1, 12, 16)
+    torch.testing.assert_close(batch[1, 0], grating(30, res=0.025))
+    for out_channels, k in [(6, 7), (10, 9)]:  # float32 cosines of the angles differ by ~1e-6
+        np.testing.assert_allclose(filters(out_channels, k).numpy(), seed_filters(out_channels, k), atol=1e-5)
