@@ -13,7 +13,8 @@ from zoo.errors import ShapeMismatchError
 class Task(pl.LightningModule):
     """Base LightningModule of a paper model.
 
-    Subclasses call ``save_hyperparameters()`` with plain arguments, build their network, and implement ``forward``.
+    Subclasses call ``save_hyperparameters()`` with plain arguments (including ``in_shape`` = [C, H, W], which
+    ``check_images`` uses, and ``lr`` for the default Adam optimiser), build their network, and implement ``forward``.
     ``monitor``/``monitor_mode`` name the metric the CLI's checkpoint callback keeps the best of.
     ``data_hparams`` are the hyperparameters that come from the data (linked by the CLI); a checkpoint whose values
     differ from the data's cannot be loaded, and ``on_load_checkpoint`` says so instead of a state-dict size error.
