@@ -62,7 +62,6 @@ class StackedConv2dCore(nn.Module):
                 raise ValueError(f"padding must be 'same' or 'valid', got {pad!r}")
             if pad == "same" and s != 1:
                 raise ValueError("padding 'same' needs stride 1; use padding 'valid' with strides")
-        self.convs = nn.ModuleList()
         self.layers = nn.ModuleList()
         channels = in_channels
         for i, (k, c, s, pad, act) in enumerate(
@@ -73,10 +72,13 @@ class StackedConv2dCore(nn.Module):
             norm = nn.BatchNorm2d(c)
             if i == n - 1:
                 norm.weight.requires_grad_(False)  # shift only in the last layer
-            self.convs.append(conv)
             self.layers.append(nn.Sequential(conv, norm, ACTIVATIONS[act]()))
             channels = c
         self.out_channels = channels
+
+    @property
+    def convs(self) -> list[nn.Conv2d]:
+        return [layer[0] for layer in self.layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
