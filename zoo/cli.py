@@ -7,6 +7,7 @@ the simulated V1 population to an ``.npz`` in the neural-response layout.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -182,13 +184,66 @@ def simulate_command(argv: list[str]) -> None:
     zoo.data.write_synthetic_v1(args.pop("path"), **args)
 
 
+def zoo_command(argv: list[str]) -> None:
+    """``bioviz zoo list|info|pull|verify|export``: the model zoo."""
+    from zoo import registry
+
+    parser = argparse.ArgumentParser(prog="bioviz zoo", description="Published models by name, with weights "
+                                     "downloaded and verified by SHA-256.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the published models").add_argument("pattern", nargs="?", default="*")
+    sub.add_parser("info", help="show one entry").add_argument("name")
+    sub.add_parser("pull", help="download and verify weights into the cache").add_argument("name", nargs="+")
+    sub.add_parser("verify", help="check the sha256 of every local copy (no download)").add_argument(
+        "name", nargs="*")
+    export = sub.add_parser("export", help="turn a Lightning checkpoint into a weights file and print its entry")
+    export.add_argument("checkpoint")
+    export.add_argument("--name", required=True, help="the zoo name of the new entry")
+    export.add_argument("--out", default="checkpoints", help="folder for the weights file (default: checkpoints)")
+    export.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE",
+                        help="a measured metric to record in the entry (repeatable)")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name in registry.list_models(args.pattern):
+            info = registry.model_info(name)
+            metrics = ", ".join(f"{k} {v}" for k, v in (info.get("metrics") or {}).items())
+            print(f"{name:28s} {info['model'].rsplit('.', 1)[-1]:16s} {metrics}")
+    elif args.command == "info":
+        print(yaml.safe_dump(registry.model_info(args.name), sort_keys=False), end="")
+    elif args.command == "pull":
+        for name in args.name:
+            print(f"{name}: {registry.download_weights(name)}")
+    elif args.command == "verify":
+        bad = False
+        for name in args.name or registry.list_models():
+            copies = registry.local_copies(name)
+            for path, ok in copies:
+                print(f"{name}: {'ok' if ok else 'SHA-256 MISMATCH'} {path}")
+                bad = bad or not ok
+            if not copies:
+                print(f"{name}: not downloaded (bioviz zoo pull {name})")
+        if bad:
+            sys.exit(1)
+    elif args.command == "export":
+        metrics = {}
+        for item in args.metric:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--metric takes KEY=VALUE, got {item!r}")
+            metrics[key] = float(value)
+        path, entry = registry.export_checkpoint(args.checkpoint, args.name, args.out, metrics)
+        print(f"wrote {path}\n# add to zoo/registry.yaml under models:, with the URLs where the file is published")
+        print(yaml.safe_dump(entry, sort_keys=False), end="")
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["simulate-v1"]:
             simulate_command(argv[1:])
         elif argv[:1] == ["zoo"]:
-            sys.exit("bioviz zoo: the model zoo commands are not available yet")
+            zoo_command(argv[1:])
         else:
             BiovizCLI(args=args)
     except Exception as err:

@@ -9,8 +9,6 @@ repeated presentations, and the noise-free test rates are kept (``rates_test``),
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 
 from bioviz.stimuli import gabor, natural_images
 from zoo.data.responses import ResponseDataModule, validate_response_arrays
+from zoo.files import atomic_file
 
 __all__ = ["simulate_v1", "write_synthetic_v1", "SyntheticV1DataModule", "N_ORIENTATIONS"]
 
@@ -106,15 +105,8 @@ def write_synthetic_v1(path: str | Path, **simulation) -> Path:
     neural-response ``.npz``. The file appears only when complete (written to a temporary file, then renamed)."""
     arrays = simulate_v1(**simulation)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
     repeats, n_test, n = arrays["responses_test"].shape
     n_train, h, w = arrays["images_train"].shape
     print(f"wrote {path}: {n} neurons, {h}x{w} images, {n_train}/{len(arrays['images_val'])}/{n_test} "

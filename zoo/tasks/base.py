@@ -23,6 +23,8 @@ class Task(pl.LightningModule):
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     data_hparams: tuple[str, ...] = ("in_shape",)
+    # Hyperparameters that only initialise parameters the trained weights overwrite; a published model omits them.
+    init_only_hparams: tuple[str, ...] = ()
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise a clear error if ``images`` do not have the shape [B, *in_shape] the model was built for."""

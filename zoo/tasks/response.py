@@ -47,6 +47,7 @@ class ResponseTask(Task):
     monitor = "val/loss"
     monitor_mode = "min"
     data_hparams = ("in_shape", "n_neurons")
+    init_only_hparams = ("mean_responses",)
 
     def __init__(self, n_neurons: int, loss: str = "poisson"):
         super().__init__()
