@@ -210,7 +210,7 @@ def zoo_command(argv: list[str]) -> None:
             metrics = ", ".join(f"{k} {v}" for k, v in (info.get("metrics") or {}).items())
             print(f"{name:28s} {info['model'].rsplit('.', 1)[-1]:16s} {metrics}")
     elif args.command == "info":
-        print(yaml.safe_dump(registry.model_info(args.name), sort_keys=False), end="")
+        print(yaml.safe_dump(registry.model_info(args.name), sort_keys=False, default_flow_style=None), end="")
     elif args.command == "pull":
         for name in args.name:
             print(f"{name}: {registry.download_weights(name)}")
@@ -234,7 +234,7 @@ def zoo_command(argv: list[str]) -> None:
             metrics[key] = float(value)
         path, entry = registry.export_checkpoint(args.checkpoint, args.name, args.out, metrics)
         print(f"wrote {path}\n# add to zoo/registry.yaml under models:, with the URLs where the file is published")
-        print(yaml.safe_dump(entry, sort_keys=False), end="")
+        print(yaml.safe_dump(entry, sort_keys=False, default_flow_style=None), end="")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ def atomic_file(target: str | Path) -> Iterator[BinaryIO]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary data files
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
