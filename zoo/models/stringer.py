@@ -1,0 +1,135 @@
+"""The Neuromatch W1D5 models of mouse V1 (Stringer et al. 2021 data): a convolutional encoding model fitted to the
+responses, and the orientation-discrimination CNN (the normative model) trained on tilted gratings.
+
+Both start from the tutorial's filter bank, ``bioviz.stimuli.filters()``: a center-surround filter, its negative and
+four Gabors (0/45/90/135 degrees), conv bias 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bioviz.stimuli import filters
+from zoo.tasks import ClassificationTask, ResponseTask
+
+__all__ = ["StringerConvFC", "TiltCNN", "mean_squared_error"]
+
+
+def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error averaged over neurons, one value per sample; its batch mean is ``nn.MSELoss()``."""
+    return ((pred - target) ** 2).mean(-1)
+
+
+def filter_conv(out_channels: int, kernel_size: int, init_filters: bool) -> nn.Conv2d:
+    """Conv 1 -> ``out_channels``, 'same' padding, initialised from ``filters()`` with bias 0 (as the tutorial)."""
+    conv = nn.Conv2d(1, out_channels, kernel_size, padding=kernel_size // 2)
+    if init_filters:
+        with torch.no_grad():
+            conv.weight.copy_(filters(out_channels, kernel_size))
+            conv.bias.zero_()
+    return conv
+
+
+def _optimizer(module: nn.Module, name: str, lr: float, momentum: float):
+    if name == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(module.parameters(), lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'adam' (or give --optimizer to the CLI)")
+
+
+class StringerConvFC(ResponseTask):
+    """The tutorial's ConvFC encoding model: conv (``filters()`` init, no nonlinearity) -> flatten -> linear.
+
+    Loss, as the tutorial's ``regularized_MSE_loss``: ``nn.MSELoss()`` (mean over stimuli *and* neurons, so
+    ``l2_penalty``/``l1_penalty`` weigh against the same scale as there) + ``l2_penalty`` * sum of squared output
+    weights + ``l1_penalty`` * sum of absolute output weights (the output layer's weight only, not its bias or the
+    conv). ``val/loss`` and ``test/loss`` are that MSE without the penalties. Optimiser: SGD with momentum, lr 2; with
+    the full-batch data loader, one epoch is one of the tutorial's iterations (it runs 200). The output weights start
+    as N(0, 0.01^2), as there. ``n_neurons`` and ``in_shape`` come from the data.
+    """
+
+    def __init__(
+        self,
+        n_neurons: int,
+        in_shape: Sequence[int] = (1, 12, 16),
+        out_channels: int = 6,
+        kernel_size: int = 7,
+        init_filters: bool = True,
+        l2_penalty: float = 5e-4,
+        l1_penalty: float = 1e-6,
+        optimizer: str = "sgd",
+        lr: float = 2.0,
+        momentum: float = 0.9,
+    ):
+        super().__init__(n_neurons=n_neurons, loss="mse")
+        self.save_hyperparameters()
+        in_shape = [int(s) for s in in_shape]
+        if len(in_shape) != 3 or in_shape[0] != 1:
+            raise ValueError(f"in_shape must be [1, height, width] (grey gratings), got {in_shape}")
+        # ResponseTask's "mse" sums over neurons; the tutorial's MSELoss averages over them too.
+        self.loss_fn = mean_squared_error
+        self.conv = filter_conv(out_channels, kernel_size, init_filters)
+        self.out_layer = nn.Linear(out_channels * in_shape[1] * in_shape[2], n_neurons)
+        nn.init.normal_(self.out_layer.weight, std=0.01)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(self.conv(images).flatten(1))
+
+    def regularizer(self) -> torch.Tensor:
+        w = self.out_layer.weight
+        return self.hparams.l2_penalty * w.square().sum() + self.hparams.l1_penalty * w.abs().sum()
+
+    def configure_optimizers(self):
+        return _optimizer(self, self.hparams.optimizer, self.hparams.lr, self.hparams.momentum)
+
+
+class TiltCNN(ClassificationTask):
+    """The tutorial's orientation-discrimination CNN: conv (``filters()`` init) -> ReLU -> max-pool ``pool`` ->
+    fc (``hidden`` units) -> ReLU -> one logit, the evidence that the grating is tilted right.
+
+    The tutorial puts a sigmoid on that logit and trains with ``nn.BCELoss``. Here ``forward`` returns the two-class
+    logits ``[0, logit]``: softmax of those is ``[1 - sigmoid(logit), sigmoid(logit)]``, so the cross-entropy of
+    ``ClassificationTask`` equals the tutorial's binary cross-entropy exactly, and ``val/acc``/``test/acc`` and the
+    best-checkpoint logic come with it. ``logit()`` gives the single output. Optimiser: the tutorial's SGD, lr 5e-4,
+    momentum 0.99 (with batches of 100 for 25 epochs). ``in_shape`` comes from the data.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (1, 48, 64),
+        out_channels: int = 6,
+        kernel_size: int = 7,
+        init_filters: bool = True,
+        pool: int = 8,
+        hidden: int = 10,
+        optimizer: str = "sgd",
+        lr: float = 5e-4,
+        momentum: float = 0.99,
+    ):
+        super().__init__(num_classes=2)
+        self.save_hyperparameters()
+        in_shape = [int(s) for s in in_shape]
+        if len(in_shape) != 3 or in_shape[0] != 1 or min(in_shape[1:]) < pool:
+            raise ValueError(f"in_shape must be [1, height, width] with height and width >= pool ({pool}), "
+                             f"got {in_shape}")
+        self.conv = filter_conv(out_channels, kernel_size, init_filters)
+        self.pool = nn.MaxPool2d(pool)
+        self.fc = nn.Linear(out_channels * (in_shape[1] // pool) * (in_shape[2] // pool), hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def logit(self, images: torch.Tensor) -> torch.Tensor:
+        """[B]: log-odds that each grating is tilted right."""
+        x = self.pool(F.relu(self.conv(images)))
+        return self.out(F.relu(self.fc(x.flatten(1)))).squeeze(-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.logit(images)
+        return torch.stack([torch.zeros_like(z), z], dim=-1)
+
+    def configure_optimizers(self):
+        return _optimizer(self, self.hparams.optimizer, self.hparams.lr, self.hparams.momentum)
