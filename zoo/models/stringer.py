@@ -45,12 +45,20 @@ def _optimizer(module: nn.Module, name: str, lr: float, momentum: float):
 class StringerConvFC(ResponseTask):
     """The tutorial's ConvFC encoding model: conv (``filters()`` init, no nonlinearity) -> flatten -> linear.
 
-    Loss, as the tutorial's ``regularized_MSE_loss``: ``nn.MSELoss()`` (mean over stimuli *and* neurons, so
-    ``l2_penalty``/``l1_penalty`` weigh against the same scale as there) + ``l2_penalty`` * sum of squared output
-    weights + ``l1_penalty`` * sum of absolute output weights (the output layer's weight only, not its bias or the
-    conv). ``val/loss`` and ``test/loss`` are that MSE without the penalties. Optimiser: SGD with momentum, lr 2; with
-    the full-batch data loader, one epoch is one of the tutorial's iterations (it runs 200). The output weights start
-    as N(0, 0.01^2), as there. ``n_neurons`` and ``in_shape`` come from the data.
+    Loss, as the tutorial's ``regularized_MSE_loss``: ``nn.MSELoss()`` (mean over stimuli *and* neurons; not
+    ``ResponseTask``'s "mse", which sums over neurons) + ``l2_penalty`` * sum of squared output weights +
+    ``l1_penalty`` * sum of absolute output weights (the output layer's weight only, not its bias or the conv).
+    ``train/data_loss``, ``val/loss`` and ``test/loss`` are that MSE without the penalties. Optimiser: SGD with
+    momentum, lr 2; with the full-batch data loader one epoch is one of the tutorial's iterations (it runs 200). The
+    output weights start as N(0, 0.01^2), as there. ``n_neurons`` and ``in_shape`` come from the data.
+
+    Scale: the data term averages over neurons but the penalties sum over them, so what the tutorial's numbers do to
+    each neuron's fit depends on the population size (the real file has about 20,000 neurons): the gradient on one
+    neuron's weights is its own squared-error gradient / n_neurons plus the full penalty gradient. With
+    ``reference_neurons`` = N, each neuron of this population gets the step size and penalty balance it would get in a
+    population of N neurons: the penalties are multiplied by N / n_neurons and the SGD learning rate by n_neurons / N
+    (for SGD exactly equivalent to dividing the data term by N instead of n_neurons; Adam, being invariant to the
+    gradient scale, gets only the penalty factor). ``None`` (default) is the tutorial's loss as written.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class StringerConvFC(ResponseTask):
         optimizer: str = "sgd",
         lr: float = 2.0,
         momentum: float = 0.9,
+        reference_neurons: int | None = None,
     ):
         super().__init__(n_neurons=n_neurons, loss="mse")
         self.save_hyperparameters()
@@ -76,16 +85,20 @@ class StringerConvFC(ResponseTask):
         self.conv = filter_conv(out_channels, kernel_size, init_filters)
         self.out_layer = nn.Linear(out_channels * in_shape[1] * in_shape[2], n_neurons)
         nn.init.normal_(self.out_layer.weight, std=0.01)
+        if reference_neurons is not None and reference_neurons < 1:
+            raise ValueError(f"reference_neurons must be >= 1 or None, got {reference_neurons}")
+        self.scale = 1.0 if reference_neurons is None else reference_neurons / n_neurons
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.out_layer(self.conv(images).flatten(1))
 
     def regularizer(self) -> torch.Tensor:
         w = self.out_layer.weight
-        return self.hparams.l2_penalty * w.square().sum() + self.hparams.l1_penalty * w.abs().sum()
+        return self.scale * (self.hparams.l2_penalty * w.square().sum() + self.hparams.l1_penalty * w.abs().sum())
 
     def configure_optimizers(self):
-        return _optimizer(self, self.hparams.optimizer, self.hparams.lr, self.hparams.momentum)
+        lr = self.hparams.lr / self.scale if self.hparams.optimizer == "sgd" else self.hparams.lr
+        return _optimizer(self, self.hparams.optimizer, lr, self.hparams.momentum)
 
 
 class TiltCNN(ClassificationTask):
