@@ -26,10 +26,8 @@ class TiltGratingsDataModule(pl.LightningDataModule):
     """Train, validation and test sets of tilted gratings, each drawn from its own seed (``seed``, +1, +2).
 
     Defaults are the tutorial's (1000 training gratings, batches of 100, res 0.1). Batches are ``(images, labels)``.
-    Exposes ``in_shape`` and ``num_classes`` (2) for the CLI to link into the model.
+    Exposes ``in_shape`` for the CLI to link into the model.
     """
-
-    num_classes = 2
 
     def __init__(self, n_train: int = 1000, n_val: int = 200, n_test: int = 200, seed: int = 0, res: float = 0.1,
                  batch_size: int = 100, eval_batch_size: int = 1000):
