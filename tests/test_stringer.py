@@ -250,6 +250,9 @@ def test_tilt_logits_give_the_tutorial_binary_cross_entropy():
     assert logits.shape == (4, 2) and torch.all(logits[:, 0] == 0)
     bce = nn.BCELoss()(torch.sigmoid(model.logit(images)), labels.float())
     torch.testing.assert_close(F.cross_entropy(logits, labels), bce)
+    layers = model.representations(images)
+    assert {k: tuple(v.shape) for k, v in layers.items()} == {"conv": (4, 6 * 48 * 64), "pool": (4, 6 * 6 * 8),
+                                                              "fc": (4, 10), "logit": (4, 1)}
 
 
 def test_training_on_the_simulated_population_lowers_test_loss_and_correlates():

@@ -143,10 +143,18 @@ class TiltCNN(ClassificationTask):
         self.fc = nn.Linear(out_channels * (in_shape[1] // pool) * (in_shape[2] // pool), hidden)
         self.out = nn.Linear(hidden, 1)
 
+    def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each layer's response to ``images``, flattened to [B, units]: ``conv`` (after the ReLU), ``pool``, ``fc``
+        (after the ReLU) and ``logit``; what the tutorial compares with the V1 population (e.g. by RDMs)."""
+        conv = F.relu(self.conv(images))
+        pool = self.pool(conv)
+        fc = F.relu(self.fc(pool.flatten(1)))
+        logit = self.out(fc)
+        return {"conv": conv.flatten(1), "pool": pool.flatten(1), "fc": fc, "logit": logit}
+
     def logit(self, images: torch.Tensor) -> torch.Tensor:
         """[B]: log-odds that each grating is tilted right."""
-        x = self.pool(F.relu(self.conv(images)))
-        return self.out(F.relu(self.fc(x.flatten(1)))).squeeze(-1)
+        return self.representations(images)["logit"].squeeze(-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         z = self.logit(images)
