@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioviz.stimuli import filters, gratings
+from zoo.cli import main
 from zoo.data import (
     SimulatedStringerDataModule,
     StringerDataModule,
@@ -122,6 +123,16 @@ def test_no_download_unless_asked(tmp_path, server):
 def save(path, arrays):
     np.savez(path, **arrays)
     return path
+
+
+def test_cli_says_how_to_get_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=StringerConvFC", "--data=StringerDataModule", "--data.root=here"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no {STRINGER_FILE} in here" in err and "--data.init_args.download true" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_file_with_a_missing_key_names_it(tmp_path):
@@ -263,9 +274,9 @@ def test_training_on_the_simulated_population_lowers_test_loss_and_correlates():
     before = t.test(model, dm, verbose=False)[0]
     t.fit(model, dm)
     after = t.test(model, dm, verbose=False)[0]
-    # Measured (BENCHMARKS.md): test MSE 0.24 -> 0.05, per-neuron test correlation 0.43 of a 0.59 oracle.
-    assert after["test/loss"] < 0.5 * before["test/loss"]
-    assert after["test/corr"] > 0.35 and after["test/fraction_oracle_true"] > 0.6
+    # Measured: test MSE 0.236 -> 0.037, per-neuron test correlation 0.51 of a 0.62 oracle (BENCHMARKS.md: 1000).
+    assert after["test/loss"] < 0.25 * before["test/loss"]
+    assert after["test/corr"] > 0.45 and after["test/fraction_oracle_true"] > 0.75
     assert abs(before["test/corr"]) < 0.15
 
 
@@ -273,8 +284,9 @@ def test_tilt_classifier_learns_left_from_right():
     pl.seed_everything(0, verbose=False)
     dm = TiltGratingsDataModule(n_train=200, n_val=10, n_test=200, res=0.05, batch_size=20)
     model = TiltCNN(in_shape=dm.in_shape)
-    t = trainer(max_epochs=10, limit_val_batches=0)
-    before = t.test(model, dm, verbose=False)[0]["test/acc"]
+    t = trainer(max_epochs=5, limit_val_batches=0)  # 50 steps of the tutorial's SGD (measured: 0.99 accuracy)
+    before = t.test(model, dm, verbose=False)[0]
     t.fit(model, dm)
-    after = t.test(model, dm, verbose=False)[0]["test/acc"]
-    assert after > 0.9 and after > before + 0.2, (before, after)
+    after = t.test(model, dm, verbose=False)[0]
+    assert after["test/acc"] > 0.9 and after["test/acc"] > before["test/acc"] + 0.2, (before, after)
+    assert after["test/loss"] < before["test/loss"]
