@@ -194,6 +194,12 @@ class StringerDataModule(ResponseDataModule):
     0.025, the tutorial's), with the tutorial's values (+-0.5), not z-scored; responses are used as stored (already
     z-scored). Splits: see the module docstring (train on ``resp_train``, test on ``resp_test``, validate on
     ``validate_on``). ``batch_size=None`` trains full-batch, as the tutorial does.
+
+    A file already in ``root`` is used as it is (its layout is validated, its md5 is checked only after a download).
+    The data are loaded on first use, which under the CLI is when the model is built, in every process: under DDP
+    download once beforehand (one process), then start the multi-process run. The bins span 0-360 degrees but a
+    grating and its 180-degree rotation are the same image, so no image-computable model can fit direction
+    preference, only orientation preference (as in the tutorial).
     """
 
     def __init__(
