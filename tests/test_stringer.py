@@ -280,6 +280,27 @@ def test_training_on_the_simulated_population_lowers_test_loss_and_correlates():
     assert abs(before["test/corr"]) < 0.15
 
 
+def test_bad_hyperparameters_are_refused_when_the_model_is_built():
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        StringerConvFC(n_neurons=3, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="reference_neurons must be >= 1"):
+        StringerConvFC(n_neurons=3, reference_neurons=0)
+    with pytest.raises(ValueError, match=r"in_shape must be \[1, height, width\]"):
+        TiltCNN(in_shape=[1, 4, 4])
+    with pytest.raises(ValueError, match="validate_on must be"):
+        StringerDataModule(validate_on="val")
+
+
+def test_tilt_gratings_are_labelled_by_the_sign_of_their_angle():
+    dm = TiltGratingsDataModule(n_train=30, n_val=5, n_test=5, res=0.025)
+    images, labels, angles = dm.split("train")
+    torch.testing.assert_close(labels, (angles > 0).long())
+    torch.testing.assert_close(images, gratings(angles.double().tolist(), res=0.025))
+    assert torch.all(angles.abs() < 90) and 0 < labels.sum() < 30
+    assert not torch.equal(dm.split("val")[2], dm.split("train")[2][:5])  # each split has its own seed
+    assert dm.in_shape == [1, 12, 16]
+
+
 def test_tilt_classifier_learns_left_from_right():
     pl.seed_everything(0, verbose=False)
     dm = TiltGratingsDataModule(n_train=200, n_val=10, n_test=200, res=0.05, batch_size=20)

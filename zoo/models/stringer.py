@@ -34,12 +34,19 @@ def filter_conv(out_channels: int, kernel_size: int, init_filters: bool) -> nn.C
     return conv
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)} (or give the CLI --optimizer)")
+
+
 def _optimizer(module: nn.Module, name: str, lr: float, momentum: float):
+    _check_optimizer(name)
     if name == "sgd":
         return torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum)
-    if name == "adam":
-        return torch.optim.Adam(module.parameters(), lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'adam' (or give --optimizer to the CLI)")
+    return torch.optim.Adam(module.parameters(), lr=lr)
 
 
 class StringerConvFC(ResponseTask):
@@ -80,6 +87,7 @@ class StringerConvFC(ResponseTask):
     ):
         super().__init__(n_neurons=n_neurons, loss="mse")
         self.save_hyperparameters()
+        _check_optimizer(optimizer)
         in_shape = [int(s) for s in in_shape]
         if len(in_shape) != 3 or in_shape[0] != 1:
             raise ValueError(f"in_shape must be [1, height, width] (grey gratings), got {in_shape}")
@@ -134,6 +142,7 @@ class TiltCNN(ClassificationTask):
     ):
         super().__init__(num_classes=2)
         self.save_hyperparameters()
+        _check_optimizer(optimizer)
         in_shape = [int(s) for s in in_shape]
         if len(in_shape) != 3 or in_shape[0] != 1 or min(in_shape[1:]) < pool:
             raise ValueError(f"in_shape must be [1, height, width] with height and width >= pool ({pool}), "
