@@ -87,6 +87,7 @@ def test_good_download_lands_once_verified_and_is_not_fetched_again(tmp_path, se
     assert dm.n_neurons == 5 and dm.in_shape == [1, 12, 16]
     assert [p.name for p in root.iterdir()] == [STRINGER_FILE]
     assert (root / STRINGER_FILE).read_bytes() == good_file
+    assert (root / STRINGER_FILE).stat().st_mode & 0o777 == 0o644  # readable by the lab, like any data file
     again = StringerDataModule(root=str(root), download=True, url=server.url + "/p3aeb/download")
     assert again.n_neurons == 5
     assert server.requests == ["/p3aeb/download"]

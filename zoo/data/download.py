@@ -37,6 +37,7 @@ def download_verified(url: str, dest: str | Path, md5: str, timeout: float = 60.
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {url} -> {dest}", file=sys.stderr)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; this is an ordinary data file
     digest, received, expected_size = hashlib.md5(), 0, None
     try:
         with os.fdopen(fd, "wb") as f:

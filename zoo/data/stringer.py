@@ -175,6 +175,7 @@ def write_simulated_stringer(path: str | Path, **simulation) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; this is an ordinary data file
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
