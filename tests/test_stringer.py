@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import sys
 import threading
 
 import lightning.pytorch as pl
@@ -128,6 +129,7 @@ def save(path, arrays):
 
 def test_cli_says_how_to_get_the_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bioviz"])
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--model=StringerConvFC", "--data=StringerDataModule", "--data.root=here"])
     assert exit_info.value.code == 2
