@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from zoo.cli import main
-from zoo.data import SyntheticV1DataModule, load_response_file
+from zoo.data import SyntheticV1DataModule, load_response_file, write_simulated_stringer
 from zoo.models import CNNV1
 
 from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz
@@ -25,6 +25,14 @@ def data_args(config: Path, npz: Path) -> list[str]:
         return TINY_SIM_ARGS
     if data_class == "NeuralResponseDataModule":
         return [f"--data.init_args.path={npz}"]
+    if data_class == "StringerDataModule":  # a tiny file in the layout of the real one, next to the other
+        path = write_simulated_stringer(npz.parent / "stringer.npz", n_neurons=6, n_bins=12, trials_per_bin=4)
+        return [f"--data.init_args.path={path}"]
+    if data_class == "SimulatedStringerDataModule":
+        return ["--data.init_args.n_neurons=6", "--data.init_args.n_bins=12", "--data.init_args.trials_per_bin=4"]
+    if data_class == "TiltGratingsDataModule":
+        return ["--data.init_args.n_train=20", "--data.init_args.n_val=10", "--data.init_args.n_test=10",
+                "--data.init_args.batch_size=10", "--data.init_args.res=0.05"]
     raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
 
 

@@ -7,15 +7,32 @@ from zoo.data.responses import (
     normalise_responses,
     validate_response_arrays,
 )
+from zoo.data.stringer import (
+    SimulatedStringerDataModule,
+    StringerDataModule,
+    load_stringer_file,
+    simulate_stringer,
+    validate_stringer_arrays,
+    write_simulated_stringer,
+)
 from zoo.data.synthetic import SyntheticV1DataModule, simulate_v1, write_synthetic_v1
+from zoo.data.tilt import TiltGratingsDataModule, tilt_gratings
 
 __all__ = [
     "NeuralResponseDataModule",
     "ResponseDataModule",
+    "SimulatedStringerDataModule",
+    "StringerDataModule",
     "SyntheticV1DataModule",
+    "TiltGratingsDataModule",
     "load_response_file",
+    "load_stringer_file",
     "normalise_responses",
+    "simulate_stringer",
     "simulate_v1",
+    "tilt_gratings",
     "validate_response_arrays",
+    "validate_stringer_arrays",
+    "write_simulated_stringer",
     "write_synthetic_v1",
 ]
