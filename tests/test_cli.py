@@ -157,3 +157,14 @@ def test_best_checkpoint_is_found_without_a_logger_too(in_tmp, capsys):
     main(["fit", *base])
     main(["test", *base, "--ckpt_path=best"])
     assert "using best checkpoint checkpoints/best.ckpt" in capsys.readouterr().err
+
+
+def test_data_properties_link_only_into_models_that_take_them(in_tmp):
+    # SyntheticV1DataModule offers n_neurons and mean_responses; TiltCNN takes neither, CNNV1 takes both.
+    from zoo.cli import BiovizCLI
+    from zoo.models import TiltCNN
+
+    cli = BiovizCLI(args=["--model=TiltCNN", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
+    assert isinstance(cli.model, TiltCNN) and cli.model.hparams.in_shape == [1, 16, 16]
+    cli = BiovizCLI(args=["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
+    assert cli.model.hparams.n_neurons == 6 and len(cli.model.hparams.mean_responses) == 6

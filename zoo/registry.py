@@ -17,13 +17,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import hashlib
-import http.client
 import importlib
 import io
 import os
 import shutil
 import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -31,10 +29,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import yaml
-from tqdm.auto import tqdm
 
-from zoo.errors import UserError
-from zoo.files import atomic_file
+from zoo.errors import DataFileError, DataNotFoundError, UserError
+from zoo.files import atomic_file, download, file_digest
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -55,8 +52,6 @@ __all__ = [
 WEIGHTS_FORMAT = "bioviz-weights-1"
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-ALLOWED_SCHEMES = ("https", "http", "file")
-CHUNK = 1 << 20
 
 
 class UnknownModelError(UserError, KeyError):
@@ -98,11 +93,7 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _offline() -> bool:
@@ -131,26 +122,6 @@ def _urls(weights: dict) -> list[str]:
     return urls + list(weights.get("urls") or [])
 
 
-def _fetch(url: str, target: Path, weights: dict) -> None:
-    """Stream ``url`` to a temporary file beside ``target``; rename it into place only if the sha256 matches."""
-    scheme = urllib.parse.urlparse(url).scheme
-    if scheme not in ALLOWED_SCHEMES:
-        raise WeightsError(f"refused: only {', '.join(ALLOWED_SCHEMES)} URLs are followed")
-    digest, received = hashlib.sha256(), 0
-    with atomic_file(target) as out, urllib.request.urlopen(url, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or weights.get("size")
-        with tqdm(total=total, unit="B", unit_scale=True, desc=weights["file"], leave=False) as bar:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                digest.update(block)
-                received += len(block)
-                bar.update(len(block))
-        if weights.get("size") is not None and received != int(weights["size"]):
-            raise WeightsError(f"got {received} bytes, expected {weights['size']} (truncated or wrong file)")
-        if digest.hexdigest() != weights["sha256"]:
-            raise WeightsError(f"sha256 {digest.hexdigest()} does not match the registry's {weights['sha256']}")
-
-
 def download_weights(name: str) -> Path:
     """Path of ``name``'s verified weights file in the cache, fetching it if needed."""
     weights = model_info(name)["weights"]
@@ -176,10 +147,9 @@ def download_weights(name: str) -> Path:
         else:
             for url in urls:
                 try:
-                    _fetch(url, target, weights)
-                    return target
-                except (OSError, ValueError, http.client.HTTPException, WeightsError) as err:
-                    failures.append(f"{url}: {err}")
+                    return download(url, target, "sha256", expected, size=weights.get("size"))
+                except (DataNotFoundError, DataFileError) as err:
+                    failures.append(str(err))
     tried = "\n  - ".join(failures or ["the entry has no URLs and no local copy"])
     raise WeightsError(
         f"no verified weights for {name!r} ({weights['file']}, sha256 {expected[:12]}...). Tried:\n  - {tried}\n"

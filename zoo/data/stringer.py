@@ -24,8 +24,6 @@ checkpoints on the test data.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from zoo.data.download import download_verified
 from zoo.data.loading import tensor_loader
 from zoo.data.responses import ResponseDataModule
 from zoo.errors import DataFileError, DataNotFoundError
+from zoo.files import atomic_file
 
 __all__ = [
     "STRINGER_FILE",
@@ -173,16 +172,8 @@ def write_simulated_stringer(path: str | Path, **simulation) -> Path:
     """Write ``simulate_stringer(**simulation)`` to ``path``; the file appears only when complete."""
     arrays = simulate_stringer(**simulation)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; this is an ordinary data file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
     return path
 
 
