@@ -21,7 +21,6 @@ on the training set.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 
 from zoo.data.loading import TensorBatchDataset, tensor_loader
-from zoo.errors import DataFileError, DataNotFoundError
+from zoo.data.npz import check_values, read_npz
+from zoo.errors import DataFileError
 
 __all__ = [
     "NeuralResponseDataModule",
@@ -45,37 +45,15 @@ REQUIRED_KEYS = tuple(f"{kind}_{split}" for split in SPLITS for kind in ("images
 
 def load_response_file(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a neural-response ``.npz``; raises before returning anything if the file is invalid."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"no neural-response file at {path}. Give the path of an .npz in the Ecker layout "
-            f"(README: 'Your own data'), or write a simulated one with: bioviz simulate-v1 {path}"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
+    arrays = read_npz(path, f"neural-response file at {path}. Give the path of an .npz in the Ecker layout "
+                      f"(README: 'Your own data'), or write a simulated one with: bioviz simulate-v1 {path}")
     validate_response_arrays(arrays, source=str(path))
     return arrays
 
 
 def validate_response_arrays(arrays: dict[str, np.ndarray], source: str = "the data") -> None:
     """Check keys, dtypes, shapes and finiteness; one error lists every problem found."""
-    problems = []
-    missing = [key for key in REQUIRED_KEYS if key not in arrays]
-    if missing:
-        problems.append(f"missing key(s) {missing} (found {sorted(arrays)})")
-    checked = [key for key in (*REQUIRED_KEYS, "rates_test") if key in arrays]
-    for key in checked:
-        array = arrays[key]
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            problems.append(f"{key} has dtype {array.dtype}; expected an integer or floating type")
-            continue
-        if np.issubdtype(array.dtype, np.floating):
-            n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-            if n_nan or n_inf:
-                problems.append(f"{key} has {n_nan} NaN and {n_inf} inf values; remove or impute them")
+    problems, checked = check_values(arrays, REQUIRED_KEYS, ("rates_test",))
     shapes = {key: arrays[key].shape for key in checked}
     expected_ndim = {"responses_train": (2,), "responses_val": (2,), "responses_test": (3,), "rates_test": (2,)}
     expected_ndim.update({f"images_{split}": (3, 4) for split in SPLITS})

@@ -24,7 +24,6 @@ checkpoints on the test data.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import torch
 from bioviz.stimuli import gratings
 from zoo.data.download import download_verified
 from zoo.data.loading import tensor_loader
+from zoo.data.npz import check_values, read_npz
 from zoo.data.responses import ResponseDataModule
 from zoo.errors import DataFileError, DataNotFoundError
 from zoo.files import atomic_file
@@ -57,22 +57,7 @@ REQUIRED_KEYS = ("resp_train", "resp_test", "stimuli")
 
 def validate_stringer_arrays(arrays: dict[str, np.ndarray], source: str = "the data") -> None:
     """Check keys, dtypes, shapes and finiteness of the Stringer layout; one error lists every problem."""
-    problems = []
-    missing = [key for key in REQUIRED_KEYS if key not in arrays]
-    if missing:
-        problems.append(f"missing key(s) {missing} (found {sorted(arrays)})")
-    present = [key for key in (*REQUIRED_KEYS, "true_tuning") if key in arrays]
-    numeric = []
-    for key in present:
-        array = arrays[key]
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            problems.append(f"{key} has dtype {array.dtype}; expected an integer or floating type")
-            continue
-        numeric.append(key)
-        if np.issubdtype(array.dtype, np.floating):
-            n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-            if n_nan or n_inf:
-                problems.append(f"{key} has {n_nan} NaN and {n_inf} inf values; remove or impute them")
+    problems, numeric = check_values(arrays, REQUIRED_KEYS, ("true_tuning",))
     shapes = {key: tuple(arrays[key].shape) for key in numeric}
     matrices = [key for key in ("resp_train", "resp_test", "true_tuning") if key in shapes]
     for key in matrices:
@@ -97,15 +82,8 @@ def validate_stringer_arrays(arrays: dict[str, np.ndarray], source: str = "the d
 
 def load_stringer_file(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a file in the Stringer layout; ``stimuli`` comes back flat, [S]."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"no Stringer orientation file at {path}. Give the path of a file in that layout, "
-                                f"or write a simulated one with zoo.data.write_simulated_stringer('{path}')")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
+    arrays = read_npz(path, f"Stringer orientation file at {path}. Give the path of a file in that layout, "
+                      f"or write a simulated one with zoo.data.write_simulated_stringer('{path}')")
     validate_stringer_arrays(arrays, source=str(path))
     arrays["stimuli"] = arrays["stimuli"].reshape(-1)
     return arrays

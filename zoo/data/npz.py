@@ -1,0 +1,48 @@
+"""Reading ``.npz`` data files and the checks every layout shares (keys, dtypes, finiteness)."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import DataFileError, DataNotFoundError
+
+__all__ = ["read_npz", "check_values"]
+
+
+def read_npz(path: str | Path, missing: str) -> dict[str, np.ndarray]:
+    """All arrays of the ``.npz`` at ``path`` (no pickles). ``missing`` completes the error for a missing file:
+    what was expected there and how to get it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no {missing}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
+
+
+def check_values(arrays: dict[str, np.ndarray], required: Sequence[str], optional: Sequence[str] = ()
+                 ) -> tuple[list[str], list[str]]:
+    """Problems with missing keys, non-numeric dtypes and NaN/inf values, and the keys that are numeric (the ones
+    worth checking further)."""
+    problems = []
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        problems.append(f"missing key(s) {missing} (found {sorted(arrays)})")
+    numeric = []
+    for key in (k for k in (*required, *optional) if k in arrays):
+        array = arrays[key]
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            problems.append(f"{key} has dtype {array.dtype}; expected an integer or floating type")
+            continue
+        numeric.append(key)
+        if np.issubdtype(array.dtype, np.floating):
+            n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            if n_nan or n_inf:
+                problems.append(f"{key} has {n_nan} NaN and {n_inf} inf values; remove or impute them")
+    return problems, numeric
