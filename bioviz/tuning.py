@@ -248,9 +248,10 @@ def pinwheel_density(
     column spacing.
 
     Pinwheels are the plaquettes (2x2 pixels) around which the doubled preference angle winds by +-360 degrees.
-    The column spacing is ``1 / k_mean``, ``k_mean`` the power-weighted mean spatial frequency (cycles/pixel) of
-    the complex map ``selectivity * exp(2 i preference)`` (selectivity 1 if not given; a Hann window tapers a
-    non-``periodic`` map first). ``periodic=True`` treats the map as a torus (also the plaquettes across its edges).
+    The column spacing is ``1 / k``, ``k`` the power-weighted mean spatial frequency (cycles/pixel) within +-30 %
+    of the peak of the radial power spectrum of the complex map ``selectivity * exp(2 i preference)`` (selectivity 1
+    if not given; a Hann window tapers a non-``periodic`` map first). ``periodic=True`` treats the map as a torus
+    (also the plaquettes across its edges).
     ``smooth`` (pixels) low-passes the complex map with a Gaussian before counting, against noise pinwheels.
     """
     preference = torch.as_tensor(preference, dtype=torch.float64)
@@ -265,7 +266,9 @@ def pinwheel_density(
         z = _smooth(z, smooth, periodic)
     h, w = z.shape
 
-    # Column spacing from the power spectrum.
+    # Column spacing from the power spectrum: the power-weighted mean frequency within +-30 % of the peak of the
+    # radial spectrum. A mean over the whole spectrum would be pulled up by the harmonics of the sharp jumps that a
+    # unit-magnitude map (no selectivity) has at its pinwheels.
     centred = z - z.mean()
     if not periodic:
         centred = centred * torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
@@ -275,7 +278,11 @@ def pinwheel_density(
     power[0, 0] = 0
     if power.sum() <= 0:
         raise ValueError("the map is uniform (no orientation columns); pinwheel density is undefined")
-    spacing = float(1.0 / ((k * power).sum() / power.sum()))
+    step = 1.0 / max(h, w)
+    radial = torch.bincount(torch.round(k / step).long().flatten(), weights=power.flatten())
+    k_peak = float(radial.argmax()) * step
+    near = ((k > 0.7 * k_peak) & (k < 1.3 * k_peak)).double() * power
+    spacing = float(near.sum() / (k * near).sum())
 
     # Winding of the doubled angle around each plaquette.
     angle = torch.angle(z)

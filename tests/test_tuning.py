@@ -137,5 +137,8 @@ def test_random_band_pass_map_has_pi_pinwheels_per_column_area():
     assert found.column_spacing == pytest.approx(spacing, rel=0.02)
     assert found.density == pytest.approx(math.pi, rel=0.1)
     assert abs(int(found.charges.sum())) == 0  # on a torus the charges cancel
+    # Without selectivity (a unit-magnitude map, sharp at pinwheels) the spacing comes from the spectral peak alike.
+    unit = pinwheel_density(torch.rad2deg(torch.angle(z)) / 2 % 180, periodic=True)
+    assert unit.column_spacing == pytest.approx(spacing, rel=0.03) and unit.count == found.count
     with pytest.raises(ValueError, match="2-D map"):
         pinwheel_density(torch.zeros(10))
