@@ -3,7 +3,7 @@
 Both sides train the quickstart model (CNNV1 on the simulated population) through BiovizCLI for the same number of
 epochs, validation off, so only training and the callbacks' epoch-end work are timed. The "with" side logs first-layer
 filters, readout masks and the orientation tuning of all neurons (16 orientations x 8 phases x 3 frequencies, tuning
-curve figure, histograms) at the end of EVERY epoch, the worst case (TuningLogger's default is every 5 epochs).
+image, histograms; no matplotlib figure, as by default) at the end of EVERY epoch, the worst case (TuningLogger's default is every 5 epochs).
 Rounds alternate between the sides; medians are reported, and the time spent inside each callback is measured too.
 
     python bench/callbacks.py [--epochs 3] [--rounds 3] [--config configs/quickstart.yaml]

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 
 from bioviz.hooks import first_conv, get_module, get_tensor
-from bioviz.plot import orientation_map_rgb, tile_images, tuning_curves
+from bioviz.plot import orientation_map_rgb, tile_images, tuning_curves, tuning_image
 from bioviz.tuning import orientation_map, orientation_tuning
 
 __all__ = ["FilterLogger", "WeightGridLogger", "ReadoutMaskLogger", "TuningLogger"]
@@ -130,9 +130,10 @@ class ReadoutMaskLogger(WeightGridLogger):
 class TuningLogger(_EveryNEpochs):
     """Measures the orientation tuning of a layer's units (``layer=None``: the model's output, e.g. every neuron
     of a response model) with ``bioviz.tuning.orientation_tuning`` and logs histograms of preferred orientation and
-    OSI, the mean OSI and circular variance, a figure of the first ``max_units`` tuning curves, and, when the units
-    form a sheet (a 2-D unit shape, or ``sheet_shape``), the orientation map (hue = preference, brightness =
-    selectivity).
+    OSI, the mean OSI and circular variance, all tuning curves as one image (``tuning/responses``: a row per unit,
+    sorted by preference), and, when the units form a sheet (a 2-D unit shape, or ``sheet_shape``), the orientation
+    map (hue = preference, brightness = selectivity). ``curves=True`` adds a matplotlib figure of the first
+    ``max_units`` tuning curves (``tuning/curves``); drawing it takes about a second, so it is off by default.
 
     ``shape``: the input's (H, W); default that of the first training batch. ``unit="center"`` measures one tuning
     per channel of a conv layer (its central position).
@@ -141,7 +142,7 @@ class TuningLogger(_EveryNEpochs):
     def __init__(self, layer: str | None = None, every_n_epochs: int = 5, shape: Sequence[int] | None = None,
                  orientations: int = 16, phases: int = 8, frequency: float | Sequence[float] = (0.05, 0.1, 0.2),
                  unit: str = "all", sheet_shape: Sequence[int] | None = None, max_units: int = 16,
-                 curves: bool = True, tag: str = "tuning"):
+                 curves: bool = False, tag: str = "tuning"):
         super().__init__(every_n_epochs, tag)
         self.layer, self.shape, self.unit, self.sheet_shape = layer, shape, unit, sheet_shape
         self.orientations, self.phases, self.frequency = orientations, phases, frequency
@@ -174,6 +175,7 @@ class TuningLogger(_EveryNEpochs):
                 writer.add_histogram(f"{self.tag}/{name}", values, step)
         writer.add_scalar(f"{self.tag}/osi_mean", float(tuning.osi.mean()), step)
         writer.add_scalar(f"{self.tag}/circular_variance_mean", float(tuning.circular_variance.mean()), step)
+        writer.add_image(f"{self.tag}/responses", tuning_image(tuning), step, dataformats="HWC")
         if self.curves:
             writer.add_figure(f"{self.tag}/curves", tuning_curves(tuning, max_units=self.max_units), step)
         units = tuning.unit_shape

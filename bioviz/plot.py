@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "filter_grid", "rf_grid", "weight_grid", "activation_panel", "tuning_curves", "orientation_map",
-    "orientation_map_rgb", "tile_images",
+    "orientation_map_rgb", "tile_images", "tuning_image",
 ]
 
 
@@ -225,6 +225,19 @@ def tuning_curves(tuning, units: Sequence[int] | None = None, max_units: int = 1
     fig.supxlabel("orientation (deg)", fontsize=8)
     fig.supylabel("response", fontsize=8)
     return fig
+
+
+def tuning_image(tuning, max_units: int = 512, cell: tuple[int, int] = (2, 8), cmap: str = "viridis") -> np.ndarray:
+    """All tuning curves at once as an RGB array ``[units * cell[0], orientations * cell[1], 3]``: one row per unit
+    (each scaled to its own maximum), sorted by preferred orientation, so a tuned population shows a diagonal band.
+    Orientations run left to right from the smallest. Cheap (no figure), for logging every few epochs."""
+    curves = _numpy(tuning.responses).reshape(-1, len(tuning.orientations))[:max_units]
+    preferred = _numpy(tuning.preferred).reshape(-1)[:max_units]
+    curves = curves[np.argsort(preferred, kind="stable")][:, np.argsort(_numpy(tuning.orientations) % 180)]
+    lo, hi = curves.min(1, keepdims=True), curves.max(1, keepdims=True)
+    normed = (curves - lo) / np.where(hi > lo, hi - lo, 1.0)
+    rgb = matplotlib.colormaps[cmap](normed)[..., :3].astype(np.float32)
+    return np.repeat(np.repeat(rgb, cell[0], axis=0), cell[1], axis=1)
 
 
 def orientation_map_rgb(preference, selectivity=None, normalize: bool = True) -> np.ndarray:

@@ -307,9 +307,7 @@ def center_surround(
     c = gaussian(shape, sigma_center, center, dtype=dtype)
     s = gaussian(shape, sigma_surround, center, dtype=dtype)
     k = torch.as_tensor(surround_strength, dtype=dtype)
-    dog = c - (k.reshape(-1, 1, 1) if k.ndim else k) * s
-    if k.ndim and dog.ndim == 2:
-        dog = dog.unsqueeze(0).expand(k.numel(), *dog.shape).contiguous()
+    dog = c - (k.reshape(-1, 1, 1) if k.ndim else k) * s  # one strength per filter broadcasts to [N, H, W]
     return dog if on else -dog
 
 

@@ -63,10 +63,11 @@ def fit(model, callbacks, tmp_path, epochs=2, size=12):
 
 def test_callback_images_are_in_the_tensorboard_event_files(tmp_path):
     events = fit(TinyResponseModel(), [FilterLogger(), ReadoutMaskLogger(),
-                                      TuningLogger(every_n_epochs=2, orientations=8, phases=4, frequency=0.15)],
+                                      TuningLogger(every_n_epochs=2, orientations=8, phases=4, frequency=0.15,
+                                                   curves=True)],
                  tmp_path)
     tags = events.Tags()
-    assert {"filters", "readout/mask", "tuning/curves"} <= set(tags["images"])
+    assert {"filters", "readout/mask", "tuning/curves", "tuning/responses"} <= set(tags["images"])
     assert [e.step for e in events.Images("filters")] == [2, 4]  # every epoch (2 steps each)
     assert [e.step for e in events.Images("tuning/curves")] == [4]  # every second epoch
     filters = events.Images("filters")[-1]
@@ -121,5 +122,5 @@ def test_callbacks_from_the_command_line_on_a_zoo_model(tmp_path):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
     events.Reload()
-    assert {"filters", "readout/mask", "tuning/curves"} <= set(events.Tags()["images"])
+    assert {"filters", "readout/mask", "tuning/responses"} <= set(events.Tags()["images"])
     assert events.Images("filters")[0].width == 2 * 6 - 1  # 4 first-layer filters of 5 x 5

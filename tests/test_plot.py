@@ -73,6 +73,11 @@ def test_tuning_curves_one_panel_per_unit():
     assert len(plot.tuning_curves(tuning, units=[1, 3]).axes) == 2
     with pytest.raises(ValueError, match="index the 5 units"):
         plot.tuning_curves(tuning, units=[7])
+    image = plot.tuning_image(tuning, cell=(2, 3))
+    assert image.shape == (5 * 2, 8 * 3, 3)
+    first = int(torch.argmin(tuning.preferred))  # rows are sorted by preferred orientation
+    peak = int(torch.argmax(curves[first]))
+    np.testing.assert_allclose(image[0, peak * 3], matplotlib.colormaps["viridis"](1.0)[:3], atol=1e-6)
 
 
 def test_orientation_map_colours():
