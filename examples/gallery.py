@@ -61,13 +61,11 @@ def gradient_rfs(model: nn.Module, shape, neurons) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def mask_centres(mask: torch.Tensor) -> torch.Tensor:
-    """Centre of mass (dy, dx from the image centre) of each |mask| [n, H, W]."""
-    m = mask.abs()
-    m = m / m.sum((1, 2), keepdim=True)
-    h, w = m.shape[1:]
-    ys, xs = torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2
-    return torch.stack([(m.sum(2) * ys).sum(1), (m.sum(1) * xs).sum(1)], 1)
+def mask_peaks(mask: torch.Tensor) -> torch.Tensor:
+    """Position (row, column) of each |mask| [n, H, W]'s peak: the neuron's location on the feature map (the peak,
+    not the centre of mass, which the faint background of a sparse mask pulls to the middle)."""
+    flat = mask.abs().flatten(1).argmax(1)
+    return torch.stack([flat // mask.shape[2], flat % mask.shape[2]], 1).float()
 
 
 def planted_map_demo(size: int = 32, spacing: float = 8.0, seed: int = 0):
@@ -129,11 +127,11 @@ def main() -> None:
     tuning = orientation_tuning(model, shape, orientations=16, phases=8, frequency=[0.06, 0.08, 0.1, 0.13, 0.17])
     save(plot.tuning_curves(tuning, units=neurons, ncols=8), "tuning_curves.png")
 
-    centres = mask_centres(mask)
+    peaks = mask_peaks(mask)
     fig = Figure(figsize=(4.6, 4), layout="constrained")
     ax = fig.subplots()
     colors = plot.orientation_map_rgb(tuning.preferred, tuning.selectivity)
-    ax.scatter(centres[:, 1] + (w - 1) / 2, centres[:, 0] + (h - 1) / 2, c=colors, s=40, edgecolors="0.5")
+    ax.scatter(peaks[:, 1], peaks[:, 0], c=colors, s=40, edgecolors="0.5")
     ax.set(xlim=(0, w - 1), ylim=(h - 1, 0), aspect="equal", facecolor="0.15",
            title="preferred orientation at readout position")
     fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 180), cmap="hsv"), ax=ax,
