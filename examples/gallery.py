@@ -115,7 +115,8 @@ def main() -> None:
                          pink_noise(1, shape, seed=1)])
     with record(model, conv_name) as rec, torch.no_grad():  # the first conv's linear responses
         model(stimuli)
-    save(plot.activation_panel(stimuli, rec.outputs[conv_name], channels=range(6)), "activations.png")
+    channels = range(min(6, conv.out_channels))
+    save(plot.activation_panel(stimuli, rec.outputs[conv_name], channels=channels), "activations.png")
 
     mask = get_tensor(model, "readout.mask").detach()
     save(plot.weight_grid(mask[:25].abs(), grid=(5, 5), cmap="viridis", scale="tile"), "readout_masks.png")
