@@ -142,3 +142,17 @@ def test_random_band_pass_map_has_pi_pinwheels_per_column_area():
     assert unit.column_spacing == pytest.approx(spacing, rel=0.03) and unit.count == found.count
     with pytest.raises(ValueError, match="2-D map"):
         pinwheel_density(torch.zeros(10))
+
+
+def test_in_silico_tuning_recovers_the_simulated_populations_orientations():
+    """The simulated V1 population's own filters as a response model: every neuron's tuning matches the truth."""
+    from zoo.data import simulate_v1
+
+    truth = simulate_v1(seed=3, n_neurons=24, image_shape=(32, 32), n_train=20, n_val=2, n_test=2, n_repeats=2)
+    filters = torch.as_tensor(truth["true_filters"])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 24, bias=False), nn.ReLU())
+    with torch.no_grad():
+        model[1].weight.copy_(filters.flatten(1))
+    freqs = sorted({round(float(f), 3) for f in truth["true_frequency"]})
+    tuning = orientation_tuning(model, (32, 32), frequency=freqs)
+    assert float(orientation_difference(tuning.preferred, truth["true_orientation"]).max()) < 3.0
