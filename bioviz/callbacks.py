@@ -64,14 +64,15 @@ class _EveryNEpochs(pl.Callback):
 
 class FilterLogger(_EveryNEpochs):
     """Logs a conv layer's filters as one image, one tile per filter, on a symmetric diverging colour scale
-    shared by all filters (red +, blue -, white 0).
+    shared by all filters (red +, blue -, white 0); filters on 3 input channels (RGB images) in colour.
 
     ``layer``: dotted path of the layer or its weight (``"core.convs.0"``); default the first ``nn.Conv2d``.
-    ``channel``: the input channel shown for multi-channel inputs. At most ``max_filters`` filters.
+    ``channel``: show this one input channel instead (needed for inputs of other than 1 or 3 channels).
+    At most ``max_filters`` filters.
     """
 
-    def __init__(self, layer: str | None = None, every_n_epochs: int = 1, channel: int = 0, max_filters: int = 64,
-                 tag: str = "filters"):
+    def __init__(self, layer: str | None = None, every_n_epochs: int = 1, channel: int | None = None,
+                 max_filters: int = 64, tag: str = "filters"):
         super().__init__(every_n_epochs, tag)
         self.layer, self.channel, self.max_filters = layer, channel, max_filters
 
@@ -82,13 +83,21 @@ class FilterLogger(_EveryNEpochs):
         if weight.ndim != 4:
             raise ValueError(f"FilterLogger: {self.layer!r} has a weight of shape {list(weight.shape)}, not conv "
                              f"filters [out, in, kH, kW]; name a Conv2d layer")
-        if not 0 <= self.channel < weight.shape[1]:
+        if self.channel is None and weight.shape[1] not in (1, 3):
+            raise ValueError(f"FilterLogger: {self.layer!r} has {weight.shape[1]} input channels; choose one to show "
+                             f"with channel=c")
+        if self.channel is not None and not 0 <= self.channel < weight.shape[1]:
             raise ValueError(f"FilterLogger: channel={self.channel} but {self.layer!r} has {weight.shape[1]} input "
                              f"channels")
 
     def log_pictures(self, writer, pl_module, step):
-        weight = get_tensor(pl_module, self.layer)[: self.max_filters, self.channel]
-        writer.add_image(self.tag, tile_images(weight), step, dataformats="HWC")
+        weight = get_tensor(pl_module, self.layer)[: self.max_filters]
+        weight = weight if self.channel is None else weight[:, self.channel : self.channel + 1]
+        if weight.shape[1] == 3:  # colour tiles are grey at 0, so white borders separate them
+            image = tile_images(weight, pad_color=(1.0, 1.0, 1.0))
+        else:
+            image = tile_images(weight[:, 0])
+        writer.add_image(self.tag, image, step, dataformats="HWC")
 
 
 class WeightGridLogger(_EveryNEpochs):

@@ -118,18 +118,25 @@ def tile_images(
     """Images ``[N, H, W]`` tiled into one RGB array ``[rows * (H + pad) - pad, cols * (W + pad) - pad, 3]`` in
     [0, 1] (for ``SummaryWriter.add_image(..., dataformats="HWC")``; no figure is made, so it is cheap).
     ``symmetric``: colour range ``[-m, m]`` (m = max |x|), else ``[min, max]``; over all tiles (``"shared"``) or
-    per tile (``"tile"``)."""
-    x = _as_tiles(images, None, "images")
-    n, h, w = x.shape
+    per tile (``"tile"``). Colour filters ``[N, 3, H, W]`` (first layer of an RGB model) are shown in their own
+    colours, 0 as grey: ``0.5 + 0.5 w / m`` (``cmap`` and ``symmetric`` do not apply)."""
+    arr = _numpy(images)
+    colour = arr.ndim == 4 and arr.shape[1] == 3
+    x = arr.transpose(0, 2, 3, 1) if colour else _as_tiles(arr, None, "images")
+    n, h, w = x.shape[:3]
     rows, cols = _grid_shape(n, ncols)
     axes = (1, 2) if scale == "tile" else (0, 1, 2)
-    if symmetric:
+    if colour:
+        axes = axes + (3,)
+        rgb = 0.5 + 0.5 * x / np.maximum(np.abs(x).max(axis=axes, keepdims=True), 1e-12)
+    elif symmetric:
         hi = np.abs(x).max(axis=axes, keepdims=True)
         lo = -hi
     else:
         lo, hi = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
-    normed = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
-    rgb = matplotlib.colormaps[cmap](np.clip(normed, 0, 1))[..., :3]
+    if not colour:
+        normed = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+        rgb = matplotlib.colormaps[cmap](np.clip(normed, 0, 1))[..., :3]
     out = np.empty((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), dtype=np.float32)
     out[:] = pad_color
     for i in range(n):

@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -83,6 +84,21 @@ def test_tuning_logger_logs_the_orientation_map_of_a_sheet(tmp_path):
                  tmp_path, epochs=1)
     image = events.Images("tuning/orientation_map")[0]
     assert (image.height, image.width) == (4, 4)
+
+
+def test_filters_of_an_rgb_model_are_logged_in_colour(tmp_path):
+    model = TinyResponseModel()
+    model.core[0] = nn.Conv2d(3, 4, 5, padding=2)
+    calls = []
+    writer = SimpleNamespace(add_image=lambda tag, image, step, dataformats: calls.append(image))
+    callback = FilterLogger()
+    callback.setup(None, model, "fit")
+    callback.log_pictures(writer, model, 0)
+    assert calls[0].shape == (2 * 6 - 1, 2 * 6 - 1, 3)
+    assert not np.allclose(calls[0][..., 0], calls[0][..., 1])  # colour, not a colour map of one channel
+    model.core[0] = nn.Conv2d(2, 4, 5, padding=2)
+    with pytest.raises(ValueError, match="channel=c"):
+        callback.setup(None, model, "fit")
 
 
 def test_unknown_layer_fails_when_fitting_starts(tmp_path):

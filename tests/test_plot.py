@@ -52,6 +52,12 @@ def test_tile_images_layout_and_colours():
     np.testing.assert_allclose(out[0, 4], bwr(1.0)[:3], atol=1e-6)  # +max -> red
     np.testing.assert_allclose(out[0, 8], bwr(0.0)[:3], atol=1e-6)  # -max -> blue
     np.testing.assert_allclose(out[4, 0], (0.55, 0.55, 0.55), atol=1e-6)  # padding
+    colour = torch.zeros(2, 3, 2, 2)
+    colour[0, 0] = 2.0  # a red filter
+    colour[1, 2] = -2.0  # a filter that dislikes blue
+    out = plot.tile_images(colour, ncols=2)
+    np.testing.assert_allclose(out[0, 0], [1.0, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(out[0, 3], [0.5, 0.5, 0.0], atol=1e-6)
 
 
 def test_activation_panel_has_stimulus_and_channel_columns():
