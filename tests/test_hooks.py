@@ -53,3 +53,12 @@ def test_layer_output():
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(layer_output(net, "0", x), net[0](x).detach())
     torch.testing.assert_close(layer_output(net, None, x), net(x).detach())
+
+
+def test_record_without_detach_keeps_the_graph_for_gradients():
+    net = small_net()
+    x = torch.randn(1, 1, 8, 8, requires_grad=True)
+    with record(net, "0", detach=False) as rec:  # the conv: linear, so the gradient is its filter
+        net(x)
+    rec.outputs["0"][0, 0, 4, 4].backward()
+    torch.testing.assert_close(x.grad[0, 0, 3:6, 3:6], net[0].weight[0, 0])
