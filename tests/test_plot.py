@@ -98,3 +98,12 @@ def test_orientation_map_colours():
     fig = plot.orientation_map(pref, pinwheels=pinwheel_density(pref))
     assert len(image_axes(fig)) == 1 and len(fig.axes) == 2  # the map and its colour key
     assert "1 pinwheels" in fig.axes[0].get_title()
+
+
+def test_figures_leave_no_pyplot_state_behind():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plot.filter_grid(filters(6, 7))
+    plot.orientation_map(torch.rand(8, 8) * 180)
+    assert plt.get_fignums() == before  # nothing registered with pyplot: no leaks, nothing for plt.show to pop up
