@@ -1,6 +1,7 @@
 """Visual stimuli as float tensors shaped for a model.
 
-Angles are in degrees (0 = vertical stripes varying along x, counter-clockwise positive), lengths in pixels,
+Angles are in degrees (0 = vertical stripes, varying along x; positive angles turn counter-clockwise with y pointing
+up, which is clockwise on an image shown with row 0 at the top, as ``imshow`` does), lengths in pixels,
 spatial frequencies in cycles per pixel. Every generator takes a ``torch.Generator`` (or a seed) where it is random,
 so stimuli are reproducible, and returns ``[N, 1, H, W]`` for images or ``[H, W]`` / ``[N, H, W]`` for filters.
 """
@@ -12,7 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["gabor", "grating", "gratings", "filters", "pink_noise", "dead_leaves", "natural_images"]
+__all__ = [
+    "gabor", "grating", "gratings", "filters", "pink_noise", "dead_leaves", "natural_images",
+    "sine_grating", "sine_gratings", "gaussian", "center_surround", "difference_of_gaussians", "gaussian_blob",
+    "random_gaussian_blobs", "bar",
+]
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -97,7 +102,9 @@ def filters(out_channels: int = 6, K: int = 7) -> torch.Tensor:
     ``out_channels - 2`` Gabors at orientations evenly spaced in [0, 180) degrees; each scaled to max |w| = 1 and
     then made zero-mean. Returns ``[out_channels, 1, K, K]``.
 
-    As in the tutorial, the Gaussians fall off with the distance r itself, exp(-r / (2 sigma^2)), not r^2.
+    As in the tutorial, the Gaussians fall off with the distance r itself, exp(-r / (2 sigma^2)), not r^2, and the
+    grid is built with ``indexing="ij"``, so the Gabor the tutorial calls 0 degrees varies along rows: in this module's
+    convention it prefers 90-degree gratings (and its "90 degrees" prefers 0; measured with ``bioviz.tuning``).
     """
     grid = torch.linspace(-K / 2, K / 2, K, dtype=torch.float32)
     xx, yy = torch.meshgrid(grid, grid, indexing="ij")
@@ -182,3 +189,193 @@ def natural_images(
     if kind not in makers:
         raise ValueError(f"unknown natural image kind {kind!r}; choose one of {sorted(makers)}")
     return makers[kind](n, shape, seed=seed, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parametric stimuli for in-silico experiments. Parameters are scalars or one value per image (they broadcast, as in
+# ``gabor``); images come back as ``[N, 1, H, W]`` (N = 1 when every parameter is scalar).
+
+
+def _frame(shape: Sequence[int], orientation, center, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotated pixel coordinates ``u`` (across the stripes of a grating at ``orientation``) and ``v`` (along them),
+    each ``[N, H, W]``, relative to ``center`` = ``(dy, dx)`` from the image centre (pixels)."""
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (height, width) in pixels, got {tuple(shape)}")
+    h, w = int(shape[0]), int(shape[1])
+    centers = torch.as_tensor(center, dtype=dtype).reshape(-1, 2)
+    theta = torch.deg2rad(_as_column(orientation, dtype))
+    ys = torch.arange(h, dtype=dtype).reshape(1, h, 1) - (h - 1) / 2 - centers[:, 0].reshape(-1, 1, 1)
+    xs = torch.arange(w, dtype=dtype).reshape(1, 1, w) - (w - 1) / 2 - centers[:, 1].reshape(-1, 1, 1)
+    u = xs * torch.cos(theta) + ys * torch.sin(theta)
+    v = -xs * torch.sin(theta) + ys * torch.cos(theta)
+    return u, v
+
+
+def _batch(out: torch.Tensor) -> torch.Tensor:
+    """Add the channel axis; every parameter already broadcast into ``out``'s batch axis."""
+    return out.contiguous().unsqueeze(1)
+
+
+def sine_grating(
+    shape: Sequence[int],
+    orientation=0.0,
+    frequency=0.1,
+    phase=0.0,
+    contrast=1.0,
+    size=None,
+    center=(0.0, 0.0),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Sine grating(s) ``contrast * cos(2 pi frequency u + phase)`` on a zero (grey) background.
+
+    ``orientation`` in degrees (0 = vertical stripes, the orientation a ``gabor`` of the same angle prefers),
+    ``frequency`` in cycles/pixel, ``phase`` in degrees, ``contrast`` the amplitude (Michelson contrast around a grey
+    of 0). ``size`` = ``None`` fills the image; a number is the diameter (pixels) of a circular patch at ``center``
+    (``(dy, dx)`` from the image centre), grey outside. Each parameter is a scalar or one value per image.
+    Returns ``[N, 1, H, W]``.
+    """
+    u, v = _frame(shape, orientation, center, dtype)
+    freq, phi, amp = (_as_column(p, dtype) for p in (frequency, phase, contrast))
+    out = amp * torch.cos(2 * math.pi * freq * u + torch.deg2rad(phi))
+    if size is not None:
+        radius = _as_column(size, dtype) / 2
+        out = torch.where(u**2 + v**2 <= radius**2, out, torch.zeros((), dtype=dtype))
+    return _batch(out)
+
+
+def sine_gratings(
+    shape: Sequence[int],
+    orientations: int | Sequence[float] = 16,
+    phases: int | Sequence[float] = 8,
+    frequency=0.1,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every combination of orientations x phases, as used for tuning experiments.
+
+    ``orientations`` / ``phases``: a count (evenly spaced over [0, 180) and [0, 360) degrees) or the values.
+    ``frequency`` and ``kwargs`` (``contrast``, ``size``, ``center``, ``dtype``) are those of ``sine_grating``.
+    Returns ``(images [O * P, 1, H, W], orientations [O], phases [P])``, orientation-major: image ``o * P + p`` has
+    orientation ``o`` and phase ``p``.
+    """
+    dtype = kwargs.get("dtype", torch.float32)
+    ori = _even(orientations, 180.0, dtype, "orientations")
+    pha = _even(phases, 360.0, dtype, "phases")
+    images = sine_grating(shape, ori.repeat_interleave(len(pha)), frequency, pha.repeat(len(ori)), **kwargs)
+    return images, ori, pha
+
+
+def _even(values, period: float, dtype, name: str) -> torch.Tensor:
+    if isinstance(values, int):
+        if values < 1:
+            raise ValueError(f"{name} must be a positive count or a list of angles, got {values}")
+        return torch.arange(values, dtype=dtype) * (period / values)
+    out = torch.as_tensor(values, dtype=dtype).reshape(-1)
+    if out.numel() == 0:
+        raise ValueError(f"{name} is empty; give a positive count or a list of angles in degrees")
+    return out
+
+
+def gaussian(shape: Sequence[int], sigma=1.0, center=(0.0, 0.0), normalize: bool = True,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Isotropic Gaussian(s) ``exp(-r^2 / 2 sigma^2)`` on an ``(H, W)`` grid, each summing to 1 if ``normalize``.
+    Returns ``[H, W]`` for scalar parameters, else ``[N, H, W]`` (a filter, like ``gabor``)."""
+    u, v = _frame(shape, 0.0, center, dtype)
+    sig = _as_column(sigma, dtype)
+    out = torch.exp(-(u**2 + v**2) / (2 * sig**2))
+    if normalize:
+        out = out / out.sum((1, 2), keepdim=True)
+    n = max(out.shape[0], sig.shape[0])
+    out = out.expand(n, *out.shape[1:]).contiguous()
+    scalar = torch.as_tensor(sigma).ndim == 0 and torch.as_tensor(center).ndim == 1
+    return out[0] if scalar else out
+
+
+def center_surround(
+    shape: Sequence[int],
+    sigma_center=1.0,
+    sigma_surround=3.0,
+    surround_strength=1.0,
+    center=(0.0, 0.0),
+    on: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Difference of Gaussians (an LGN / retinal ganglion cell receptive field), as a filter.
+
+    Each Gaussian is normalised to sum 1, so with ``surround_strength = 1`` the filter sums to ~0 (balanced: no
+    response to uniform light). ``on=True`` is centre minus surround (ON cell), ``on=False`` the negative (OFF cell).
+    Returns ``[H, W]`` for scalar parameters, else ``[N, H, W]``.
+    """
+    if torch.any(torch.as_tensor(sigma_surround) <= torch.as_tensor(sigma_center)):
+        raise ValueError(f"sigma_surround ({sigma_surround}) must be larger than sigma_center ({sigma_center})")
+    c = gaussian(shape, sigma_center, center, dtype=dtype)
+    s = gaussian(shape, sigma_surround, center, dtype=dtype)
+    k = torch.as_tensor(surround_strength, dtype=dtype)
+    dog = c - (k.reshape(-1, 1, 1) if k.ndim else k) * s  # one strength per filter broadcasts to [N, H, W]
+    return dog if on else -dog
+
+
+difference_of_gaussians = center_surround
+
+
+def gaussian_blob(
+    shape: Sequence[int],
+    orientation=0.0,
+    sigma=(0.75, 2.5),
+    center=(0.0, 0.0),
+    amplitude=1.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Elongated, oriented Gaussian blob(s), the training stimulus of LISSOM orientation maps.
+
+    ``sigma = (across, along)`` the long axis in pixels (LISSOM: 0.75 x 2.5); the long axis lies along the stripes of
+    a grating of the same ``orientation`` (0 degrees: a vertical blob). ``center`` is ``(dy, dx)`` from the image
+    centre, or an ``[N, 2]`` tensor. Peak value ``amplitude``. Returns ``[N, 1, H, W]``.
+    """
+    u, v = _frame(shape, orientation, center, dtype)
+    across, along = (torch.as_tensor(s, dtype=dtype).reshape(-1, 1, 1) for s in sigma)
+    out = _as_column(amplitude, dtype) * torch.exp(-(u**2) / (2 * across**2) - v**2 / (2 * along**2))
+    return _batch(out)
+
+
+def random_gaussian_blobs(
+    n: int,
+    shape: Sequence[int],
+    n_blobs: int = 2,
+    sigma=(0.75, 2.5),
+    margin: float = 0.0,
+    seed: int | torch.Generator | None = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """LISSOM training images: each has ``n_blobs`` elongated Gaussians at uniformly random positions (at least
+    ``margin`` pixels inside the border) and orientations, combined by their maximum as in Topographica's
+    LISSOM scripts. Returns ``[n, 1, H, W]``."""
+    h, w = int(shape[0]), int(shape[1])
+    g = _generator(seed)
+    m = n * n_blobs
+    orientation = torch.rand(m, generator=g, dtype=torch.float64) * 180.0
+    dy = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(h - 1 - 2 * margin, 0)
+    dx = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(w - 1 - 2 * margin, 0)
+    blobs = gaussian_blob((h, w), orientation.to(dtype), sigma, torch.stack([dy, dx], 1).to(dtype), dtype=dtype)
+    return blobs.reshape(n, n_blobs, h, w).amax(1, keepdim=True)
+
+
+def bar(
+    shape: Sequence[int],
+    orientation=0.0,
+    length=8.0,
+    width=2.0,
+    center=(0.0, 0.0),
+    contrast=1.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Oriented bar(s): a ``length`` x ``width`` rectangle (pixels) of value ``contrast`` on a zero background,
+    long axis along the stripes of a grating of the same ``orientation`` (0 degrees: a vertical bar). Edges are
+    anti-aliased (each pixel is covered by the fraction of a pixel the bar spans), so sub-pixel shifts and any angle
+    give a smooth change. Returns ``[N, 1, H, W]``."""
+    u, v = _frame(shape, orientation, center, dtype)
+    half_w, half_l = _as_column(width, dtype) / 2, _as_column(length, dtype) / 2
+    # Coverage along each axis: the overlap of a unit pixel interval with the bar's extent, in [0, 1].
+    cover_u = (half_w + 0.5 - u.abs()).clamp(0, 1).minimum((2 * half_w).clamp(max=1))
+    cover_v = (half_l + 0.5 - v.abs()).clamp(0, 1).minimum((2 * half_l).clamp(max=1))
+    out = _as_column(contrast, dtype) * cover_u * cover_v
+    return _batch(out)

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,69 @@ def test_gratings_batch_and_filters_match_the_tutorial():
     torch.testing.assert_close(batch[1, 0], grating(30, res=0.025))
     for out_channels, k in [(6, 7), (10, 9)]:  # float32 cosines of the angles differ by ~1e-6
         np.testing.assert_allclose(filters(out_channels, k).numpy(), seed_filters(out_channels, k), atol=1e-5)
+
+
+# --- parametric stimuli for in-silico experiments ---------------------------------------------------------------------
+from bioviz.stimuli import (  # noqa: E402
+    bar,
+    center_surround,
+    gaussian_blob,
+    random_gaussian_blobs,
+    sine_grating,
+    sine_gratings,
+)
+
+
+def test_sine_grating_values_conventions_and_patch():
+    g = sine_grating((16, 20), orientation=0, frequency=0.25, phase=0, contrast=0.5)
+    assert g.shape == (1, 1, 16, 20)
+    x = torch.arange(20) - 9.5
+    torch.testing.assert_close(g[0, 0, 3], 0.5 * torch.cos(2 * math.pi * 0.25 * x), atol=1e-6, rtol=0)
+    # 90 degrees is the 0-degree grating transposed, as for gabor.
+    torch.testing.assert_close(sine_grating((16, 16), 90, 0.1)[0, 0], sine_grating((16, 16), 0, 0.1)[0, 0].t(),
+                               atol=1e-6, rtol=0)
+    patch = sine_grating((21, 21), [0, 45, 90], 0.1, size=10, center=(2, -3))
+    assert patch.shape == (3, 1, 21, 21)
+    yy, xx = torch.meshgrid(torch.arange(21.0) - 10 - 2, torch.arange(21.0) - 10 + 3, indexing="ij")
+    outside = xx**2 + yy**2 > 25
+    assert (patch[:, 0][:, outside] == 0).all() and (patch[:, 0][:, ~outside] != 0).any()
+
+
+def test_sine_gratings_orientation_major_order():
+    images, ori, pha = sine_gratings((12, 12), orientations=4, phases=[0, 90, 180], frequency=0.2)
+    assert images.shape == (12, 1, 12, 12)
+    torch.testing.assert_close(ori, torch.tensor([0.0, 45.0, 90.0, 135.0]))
+    torch.testing.assert_close(images[2 * 3 + 1], sine_grating((12, 12), 90, 0.2, 90)[0])
+    with pytest.raises(ValueError, match="positive count"):
+        sine_gratings((12, 12), orientations=0)
+
+
+def test_center_surround_is_balanced_and_on_off_symmetric():
+    on = center_surround((21, 21), 1.0, 3.0)
+    assert on.shape == (21, 21)
+    assert abs(float(on.sum())) < 1e-6 and on[10, 10] > 0 and on[10, 4] < 0
+    torch.testing.assert_close(center_surround((21, 21), 1.0, 3.0, on=False), -on)
+    assert center_surround((21, 21), [1.0, 1.5], 3.0).shape == (2, 21, 21)
+    with pytest.raises(ValueError, match="sigma_surround"):
+        center_surround((21, 21), 3.0, 1.0)
+
+
+def test_gaussian_blob_is_elongated_along_its_orientation():
+    blob = gaussian_blob((31, 31), orientation=0, sigma=(1.0, 4.0), center=(0, 3))[0, 0]
+    assert divmod(int(blob.argmax()), 31) == (15, 18)
+    assert blob[15 + 4, 18] == pytest.approx(math.exp(-0.5), abs=1e-5)  # 1 SD along the long (vertical) axis
+    assert blob[15, 18 + 1] == pytest.approx(math.exp(-0.5), abs=1e-5)  # 1 SD across it
+    turned, upright = gaussian_blob((31, 31), [90, 0], (1.0, 4.0))[:, 0]
+    torch.testing.assert_close(turned, upright.t())
+    images = random_gaussian_blobs(5, (24, 24), n_blobs=2, seed=3)
+    assert images.shape == (5, 1, 24, 24) and float(images.max()) <= 1.0
+    torch.testing.assert_close(images, random_gaussian_blobs(5, (24, 24), n_blobs=2, seed=3))
+
+
+def test_bar_covers_its_area_at_any_angle():
+    vertical = bar((21, 21), 0, length=9, width=3)[0, 0]
+    assert vertical.sum() == pytest.approx(27.0)
+    assert (vertical[6:15, 9:12] == 1).all() and vertical[5].sum() == 0
+    tilted = bar((41, 41), [30.0, 75.0], length=12, width=2)
+    assert tilted.shape == (2, 1, 41, 41)
+    assert tilted.sum((1, 2, 3)).tolist() == pytest.approx([24.0, 24.0], rel=0.08)

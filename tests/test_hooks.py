@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch import nn
+
+from bioviz.hooks import first_conv, get_module, get_tensor, layer_output, record
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 5))
+
+
+def test_record_captures_inputs_and_outputs_and_removes_hooks():
+    net = small_net()
+    x = torch.randn(4, 1, 8, 8)
+    with record(net, ["0", "1", "3"]) as rec:
+        y = net(x)
+    torch.testing.assert_close(rec.outputs["0"], net[0](x))
+    torch.testing.assert_close(rec.inputs["1"], net[0](x))
+    torch.testing.assert_close(rec["1"], torch.relu(net[0](x)))
+    torch.testing.assert_close(rec.outputs["3"], y)
+    assert not rec.outputs["0"].requires_grad and rec.calls == {"0": 1, "1": 1, "3": 1}
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+
+
+def test_record_keeps_every_call_and_cleans_up_after_an_exception():
+    relu = nn.ReLU()
+    net = nn.Sequential(relu, relu)  # one module run twice, like a settling loop
+    with record(net, "0", keep_all=True) as rec:
+        net(torch.tensor([-1.0, 2.0]))
+    assert rec.calls["0"] == 2 and len(rec.all_outputs["0"]) == 2
+    with pytest.raises(RuntimeError), record(net, "0"):
+        raise RuntimeError("boom")
+    assert len(relu._forward_hooks) == 0
+
+
+def test_unknown_names_say_what_exists():
+    net = small_net()
+    with pytest.raises(KeyError, match=r"no layer named '4'.*Known layers"):
+        with record(net, "4"):
+            pass
+    with pytest.raises(KeyError, match=r"Did you mean '0.weight'"):
+        get_tensor(net, "0.weigth")
+    assert get_tensor(net, "0") is net[0].weight and get_tensor(net, "3.bias") is net[3].bias
+    assert get_module(net, "") is net
+    assert first_conv(net) == ("0", net[0])
+    with pytest.raises(LookupError, match="name the layer"):
+        first_conv(nn.Linear(2, 2))
+
+
+def test_layer_output():
+    net = small_net()
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(layer_output(net, "0", x), net[0](x).detach())
+    torch.testing.assert_close(layer_output(net, None, x), net(x).detach())
+
+
+def test_record_without_detach_keeps_the_graph_for_gradients():
+    net = small_net()
+    x = torch.randn(1, 1, 8, 8, requires_grad=True)
+    with record(net, "0", detach=False) as rec:  # the conv: linear, so the gradient is its filter
+        net(x)
+    rec.outputs["0"][0, 0, 4, 4].backward()
+    torch.testing.assert_close(x.grad[0, 0, 3:6, 3:6], net[0].weight[0, 0])
