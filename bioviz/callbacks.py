@@ -6,7 +6,7 @@
         --trainer.callbacks+=bioviz.callbacks.TuningLogger --trainer.callbacks.every_n_epochs=5
 
 Each callback works on any LightningModule: layers are found generically (the first ``nn.Conv2d``, or a dotted
-path such as ``core.convs.0`` / ``readout.mask`` that the user gives) and checked when fitting starts, so a wrong
+path such as ``core.layers.0.0`` / ``readout.mask`` that the user gives) and checked when fitting starts, so a wrong
 name fails at once rather than after an epoch. Pictures are made at the end of every ``every_n_epochs``-th training
 epoch, on global rank 0 only, without gradients; filter and mask grids are logged as image arrays (no figure is
 drawn), so they cost milliseconds. Needs a TensorBoard logger (``SummaryWriter``-like ``logger.experiment``);
@@ -66,7 +66,7 @@ class FilterLogger(_EveryNEpochs):
     """Logs a conv layer's filters as one image, one tile per filter, on a symmetric diverging colour scale
     shared by all filters (red +, blue -, white 0); filters on 3 input channels (RGB images) in colour.
 
-    ``layer``: dotted path of the layer or its weight (``"core.convs.0"``); default the first ``nn.Conv2d``.
+    ``layer``: dotted path of the layer or its weight (``"core.layers.0.0"``); default the first ``nn.Conv2d``.
     ``channel``: show this one input channel instead (needed for inputs of other than 1 or 3 channels).
     At most ``max_filters`` filters.
     """

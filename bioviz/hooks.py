@@ -40,7 +40,7 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 
 def get_tensor(model: nn.Module, path: str) -> torch.Tensor:
     """A parameter, buffer or tensor attribute at dotted ``path`` (e.g. ``"readout.mask"``), or a module's
-    ``weight`` when ``path`` names a module (e.g. ``"core.convs.0"``)."""
+    ``weight`` when ``path`` names a module (e.g. ``"core.layers.0.0"``)."""
     owner_name, _, attr = path.rpartition(".")
     modules = dict(model.named_modules())
     if path in modules and isinstance(getattr(modules[path], "weight", None), torch.Tensor):
