@@ -168,3 +168,12 @@ def test_data_properties_link_only_into_models_that_take_them(in_tmp):
     assert isinstance(cli.model, TiltCNN) and cli.model.hparams.in_shape == [1, 16, 16]
     cli = BiovizCLI(args=["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
     assert cli.model.hparams.n_neurons == 6 and len(cli.model.hparams.mean_responses) == 6
+
+
+def test_simulate_stringer_route_writes_the_stringer_layout(in_tmp, capsys):
+    from zoo.data import load_stringer_file
+
+    main(["simulate-stringer", "sim.npz", "--n_neurons=5", "--n_bins=12", "--trials_per_bin=4"])
+    assert "wrote sim.npz" in capsys.readouterr().out
+    arrays = load_stringer_file(in_tmp / "sim.npz")
+    assert arrays["resp_train"].shape == (12, 5) and arrays["stimuli"].shape == (12,)

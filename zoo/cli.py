@@ -1,8 +1,8 @@
 """The ``bioviz`` command line.
 
 ``bioviz fit|validate|test|predict`` is LightningCLI in subclass mode: a config or the command line picks any
-LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH`` writes
-the simulated V1 population to an ``.npz`` in the neural-response layout.
+LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH`` and
+``bioviz simulate-stringer PATH`` write simulated populations as data files; ``bioviz zoo ...`` is the model zoo.
 """
 
 from __future__ import annotations
@@ -174,14 +174,23 @@ class BiovizCLI(LightningCLI):
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
-def simulate_command(argv: list[str]) -> None:
-    """``bioviz simulate-v1 PATH [--n_neurons N ...]``: the arguments of ``zoo.data.simulate_v1``."""
-    parser = ArgumentParser(prog="bioviz simulate-v1",
-                            description="Write a simulated V1 population as a neural-response .npz file.")
+# `bioviz NAME PATH [--arg value ...]`: write a simulated population as a data file; the arguments are the simulation
+# function's own.
+SIMULATIONS = {
+    "simulate-v1": ("simulate_v1", "write_synthetic_v1", "a simulated V1 population as a neural-response .npz"),
+    "simulate-stringer": ("simulate_stringer", "write_simulated_stringer",
+                          "a simulated orientation-tuned population as an .npz in the Stringer layout"),
+}
+
+
+def simulate_command(name: str, argv: list[str]) -> None:
+    simulate, write, what = SIMULATIONS[name]
+    parser = ArgumentParser(prog=f"bioviz {name}", description=f"Write {what}.")
     parser.add_argument("path", help="where to write the .npz")
-    parser.add_function_arguments(zoo.data.simulate_v1)
+    parser.add_function_arguments(getattr(zoo.data, simulate))
     args = parser.parse_args(argv).as_dict()
-    zoo.data.write_synthetic_v1(args.pop("path"), **args)
+    path = getattr(zoo.data, write)(args.pop("path"), **args)
+    print(f"wrote {path}")
 
 
 def zoo_command(argv: list[str]) -> None:
@@ -240,8 +249,8 @@ def zoo_command(argv: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     try:
-        if argv[:1] == ["simulate-v1"]:
-            simulate_command(argv[1:])
+        if argv[:1] and argv[0] in SIMULATIONS:
+            simulate_command(argv[0], argv[1:])
         elif argv[:1] == ["zoo"]:
             zoo_command(argv[1:])
         else:

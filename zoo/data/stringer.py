@@ -83,7 +83,7 @@ def validate_stringer_arrays(arrays: dict[str, np.ndarray], source: str = "the d
 def load_stringer_file(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a file in the Stringer layout; ``stimuli`` comes back flat, [S]."""
     arrays = read_npz(path, f"Stringer orientation file at {path}. Give the path of a file in that layout, "
-                      f"or write a simulated one with zoo.data.write_simulated_stringer('{path}')")
+                      f"or write a simulated one with: bioviz simulate-stringer {path}")
     validate_stringer_arrays(arrays, source=str(path))
     arrays["stimuli"] = arrays["stimuli"].reshape(-1)
     return arrays

@@ -107,10 +107,6 @@ def write_synthetic_v1(path: str | Path, **simulation) -> Path:
     path = Path(path)
     with atomic_file(path) as f:
         np.savez(f, **arrays)
-    repeats, n_test, n = arrays["responses_test"].shape
-    n_train, h, w = arrays["images_train"].shape
-    print(f"wrote {path}: {n} neurons, {h}x{w} images, {n_train}/{len(arrays['images_val'])}/{n_test} "
-          f"train/val/test images, {repeats} test repeats")
     return path
 
 
