@@ -15,7 +15,7 @@ Memory, two measures:
     `torch.autograd.graph.saved_tensors_hooks`, storages deduplicated, parameters not counted twice). It is exact and
     deterministic but leaves out temporaries freed inside an op.
   * "peak RSS" (whole net only, --rss): each implementation runs in a fresh subprocess; the process's peak resident
-    memory (`resource.getrusage(...).ru_maxrss`) minus its RSS just after importing torch, so it includes the
+    memory (VmHWM, reset after the imports) minus its RSS at that point, so it includes the
     parameters, gradients, activations, the input batch and every temporary of the allocator.
 
 Before timing, (a) and (b) are checked to compute the same function (dense weights built from the local ones).
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -171,15 +170,23 @@ def net_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
+def vm_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def rss_child(kind: str, batch: int) -> None:
     """Run in a fresh process: print the peak-RSS increase (bytes) of building the net and one training step."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Reset the high-water mark (VmHWM) so that importing torch and zoo does not count (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+    base = vm_kib("VmRSS")
     torch.manual_seed(0)
     net = seed_net(kind).train()
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     net_step(net, x, y)()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"kind": kind, "rss_bytes": (peak - base) * 1024}))  # ru_maxrss is in KiB on Linux
+    print(json.dumps({"kind": kind, "rss_bytes": (vm_kib("VmHWM") - base) * 1024}))
 
 
 def fmt_ms(s: float) -> str:
