@@ -149,3 +149,13 @@ def test_init_bound_is_conv2d_default_fan_in_over_receptive_field():
     conv = nn.Conv2d(64, 32, 3)
     assert conv.weight.abs().max().item() <= bound
     assert conv.weight.abs().max().item() > 0.99 * bound
+
+
+@pytest.mark.parametrize("stride, padding, shared_bias", [(1, 0, False), (2, 1, True), ((1, 2), (0, 2), False)])
+def test_gradcheck(stride, padding, shared_bias):
+    # The forward goes through a custom autograd identity (contiguous output gradient): check the gradients numerically.
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(2, 3, (5, 6), (3, 2), stride=stride, padding=padding, shared_bias=shared_bias).double()
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,)),
+                                    (x, layer.weight, layer.bias))
