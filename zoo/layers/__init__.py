@@ -1,10 +1,12 @@
 """nn building blocks with no Lightning in them; they need only torch."""
 
 from zoo.layers.cores import StackedConv2dCore, output_shape
+from zoo.layers.local import LocallyConnected2d
 from zoo.layers.readouts import SpatialXFeatureReadout, inverse_softplus
 from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
 __all__ = [
+    "LocallyConnected2d",
     "SpatialXFeatureReadout",
     "StackedConv2dCore",
     "group_sparsity",
