@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataFileError, DataNotFoundError
+from zoo.files import atomic_file
 
-__all__ = ["read_npz", "check_values"]
+__all__ = ["read_npz", "check_values", "write_npz"]
 
 
 def read_npz(path: str | Path, missing: str) -> dict[str, np.ndarray]:
@@ -46,3 +47,11 @@ def check_values(arrays: dict[str, np.ndarray], required: Sequence[str], optiona
             if n_nan or n_inf:
                 problems.append(f"{key} has {n_nan} NaN and {n_inf} inf values; remove or impute them")
     return problems, numeric
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Save ``arrays`` to ``path``; the file appears only when complete (see ``zoo.files.atomic_file``)."""
+    path = Path(path)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    return path

@@ -32,10 +32,9 @@ import torch
 from bioviz.stimuli import gratings
 from zoo.data.download import download_verified
 from zoo.data.loading import tensor_loader
-from zoo.data.npz import check_values, read_npz
+from zoo.data.npz import check_values, read_npz, write_npz
 from zoo.data.responses import ResponseDataModule
 from zoo.errors import DataFileError, DataNotFoundError
-from zoo.files import atomic_file
 
 __all__ = [
     "STRINGER_FILE",
@@ -148,11 +147,7 @@ def simulate_stringer(
 
 def write_simulated_stringer(path: str | Path, **simulation) -> Path:
     """Write ``simulate_stringer(**simulation)`` to ``path``; the file appears only when complete."""
-    arrays = simulate_stringer(**simulation)
-    path = Path(path)
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
-    return path
+    return write_npz(path, simulate_stringer(**simulation))
 
 
 class StringerDataModule(ResponseDataModule):

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from bioviz.stimuli import gabor, natural_images
+from zoo.data.npz import write_npz
 from zoo.data.responses import ResponseDataModule, validate_response_arrays
-from zoo.files import atomic_file
 
 __all__ = ["simulate_v1", "write_synthetic_v1", "SyntheticV1DataModule", "N_ORIENTATIONS"]
 
@@ -103,11 +103,7 @@ def simulate_v1(
 def write_synthetic_v1(path: str | Path, **simulation) -> Path:
     """Simulate a V1 population (keyword arguments of ``simulate_v1``) and write it to ``path`` as a
     neural-response ``.npz``. The file appears only when complete (written to a temporary file, then renamed)."""
-    arrays = simulate_v1(**simulation)
-    path = Path(path)
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
-    return path
+    return write_npz(path, simulate_v1(**simulation))
 
 
 class SyntheticV1DataModule(ResponseDataModule):
