@@ -183,7 +183,7 @@ def load_model(name: str, pretrained: bool = True, map_location: str | torch.dev
     if not pretrained:
         return cls(**info.get("init_args", {})).eval()
     path = download_weights(name)
-    content = load_weights_file(path, info["weights"]["sha256"])
+    content = load_weights_file(path)  # download_weights has just checked its sha256
     if content["model"] != info["model"]:
         raise WeightsError(f"{path} holds a {content['model']}, but the registry says {info['model']}")
     model = cls(**content["init_args"])

@@ -24,17 +24,18 @@ checkpoints on the test data.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bioviz.stimuli import gratings
-from zoo.data.download import download_verified
 from zoo.data.loading import tensor_loader
 from zoo.data.npz import check_values, read_npz, write_npz
 from zoo.data.responses import ResponseDataModule
 from zoo.errors import DataFileError, DataNotFoundError
+from zoo.files import download
 
 __all__ = [
     "STRINGER_FILE",
@@ -197,7 +198,8 @@ class StringerDataModule(ResponseDataModule):
                     f"no {STRINGER_FILE} in {self.root}. Download it with --data.init_args.download true (from "
                     f"{self.url}, md5-checked), or give a file of the same layout with --data.init_args.path"
                 )
-            download_verified(self.url, target, self.md5)
+            print(f"downloading {self.url} -> {target}", file=sys.stderr)
+            download(self.url, target, "md5", self.md5)
         return target
 
     def load_arrays(self) -> dict[str, np.ndarray]:
