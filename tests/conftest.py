@@ -1,9 +1,13 @@
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
+from torchvision.io import write_png
 
 from zoo.data import write_synthetic_v1
 
@@ -32,3 +36,62 @@ def run_bioviz(args, cwd, env_extra=None, check=True, timeout=600):
         raise AssertionError(f"bioviz {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc
+
+
+class Server:
+    """Serves ``routes[path] = (body, declared length or None)`` on 127.0.0.1 and counts requests; a declared
+    length above ``len(body)`` is a transfer that broke off."""
+
+    def __init__(self):
+        self.routes, self.requests = {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                if self.path not in server.routes:
+                    self.send_error(404)
+                    return
+                body, length = server.routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server standing in for a dataset's official host."""
+    s = Server()
+    yield s
+    s.close()
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "frog"), per_class=(12, 4), size=(8, 8), seed=0) -> Path:
+    """``root/train/<class>/<i>.png`` and ``root/test/<class>/<i>.png``: random RGB images, ``per_class`` =
+    (train, test) images per class."""
+    g = torch.Generator().manual_seed(seed)
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
+                write_png(image, str(root / split / name / f"{i:04d}.png"))
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A tiny folder-of-class-folders dataset (3 classes, 12 train and 4 test images each, 8 x 8 RGB PNGs)."""
+    return write_image_folder(tmp_path / "images")

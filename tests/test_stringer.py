@@ -1,9 +1,7 @@
 """The Stringer V1 data (download, file layout, simulated population) and the W1D5 models."""
 
 import hashlib
-import http.server
 import sys
-import threading
 
 import lightning.pytorch as pl
 import numpy as np
@@ -32,46 +30,6 @@ TINY = dict(n_neurons=5, n_bins=12, trials_per_bin=4)
 def trainer(**kwargs):
     return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, **kwargs)
-
-
-# --- a local HTTP server standing in for OSF -------------------------------------------------------------------
-
-class Server:
-    """Serves ``routes[path] = (body, declared length or None)`` on 127.0.0.1 and counts requests."""
-
-    def __init__(self):
-        self.routes, self.requests = {}, []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                if self.path not in server.routes:
-                    self.send_error(404)
-                    return
-                body, length = server.routes[self.path]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
-                self.end_headers()
-                self.wfile.write(body)  # a declared length above len(body) is a transfer that broke off
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -1,5 +1,11 @@
 """LightningDataModules and file formats."""
 
+from zoo.data.images import (
+    CIFAR10DataModule,
+    ImageClassificationDataModule,
+    ImageFolderDataModule,
+    shift_and_flip,
+)
 from zoo.data.responses import (
     NeuralResponseDataModule,
     ResponseDataModule,
@@ -19,6 +25,9 @@ from zoo.data.synthetic import SyntheticV1DataModule, simulate_v1, write_synthet
 from zoo.data.tilt import TiltGratingsDataModule, tilt_gratings
 
 __all__ = [
+    "CIFAR10DataModule",
+    "ImageClassificationDataModule",
+    "ImageFolderDataModule",
     "NeuralResponseDataModule",
     "ResponseDataModule",
     "SimulatedStringerDataModule",
@@ -29,6 +38,7 @@ __all__ = [
     "load_stringer_file",
     "normalise_responses",
     "simulate_stringer",
+    "shift_and_flip",
     "simulate_v1",
     "tilt_gratings",
     "validate_response_arrays",
