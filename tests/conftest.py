@@ -1,12 +1,18 @@
+import hashlib
 import http.server
+import io
 import os
+import pickle
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torchvision.datasets import CIFAR10
 from torchvision.io import write_png
 
 from zoo.data import write_synthetic_v1
@@ -95,3 +101,36 @@ def write_image_folder(root: Path, classes=("cat", "dog", "frog"), per_class=(12
 def image_folder(tmp_path):
     """A tiny folder-of-class-folders dataset (3 classes, 12 train and 4 test images each, 8 x 8 RGB PNGs)."""
     return write_image_folder(tmp_path / "images")
+
+
+def cifar_archive(n_per_batch=4, seed=0) -> tuple[bytes, dict]:
+    """A tiny archive laid out as the official cifar-10-python.tar.gz (pickled dicts, which Python 3 reads with str
+    keys as it reads the official Python 2 pickles), and the per-file md5s torchvision checks."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        files[name] = pickle.dumps({"data": data, "labels": labels}, protocol=2)
+    files["batches.meta"] = pickle.dumps({"label_names": list("abcdefghij")}, protocol=2)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue(), {name: hashlib.md5(body).hexdigest() for name, body in files.items()}
+
+
+def use_tiny_cifar(monkeypatch) -> bytes:
+    """The tiny archive, with torchvision's table of official per-file md5s replaced by the tiny files' ones."""
+    archive, md5s = cifar_archive()
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5s[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5s["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5s["batches.meta"]})
+    return archive
+
+
+@pytest.fixture
+def tiny_cifar(monkeypatch):
+    return use_tiny_cifar(monkeypatch)

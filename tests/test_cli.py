@@ -1,6 +1,8 @@
+import io
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -11,14 +13,14 @@ from zoo.cli import main
 from zoo.data import SyntheticV1DataModule, load_response_file, write_simulated_stringer
 from zoo.models import CNNV1
 
-from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz
+from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz, use_tiny_cifar, write_image_folder
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 FAST = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false"]
 
 
-def data_args(config: Path, npz: Path) -> list[str]:
+def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
     """Shrink a config's data to the tiny population, in the way its DataModule takes data."""
     data_class = yaml.safe_load(config.read_text())["data"]["class_path"].rsplit(".", 1)[-1]
     if data_class == "SyntheticV1DataModule":
@@ -33,6 +35,14 @@ def data_args(config: Path, npz: Path) -> list[str]:
     if data_class == "TiltGratingsDataModule":
         return ["--data.init_args.n_train=20", "--data.init_args.n_val=10", "--data.init_args.n_test=10",
                 "--data.init_args.batch_size=10", "--data.init_args.res=0.05"]
+    if data_class == "CIFAR10DataModule":  # a tiny archive in the official format, extracted as a download leaves it
+        with tarfile.open(fileobj=io.BytesIO(use_tiny_cifar(monkeypatch))) as tar:
+            tar.extractall(npz.parent / "cifar10", filter="data")
+        return [f"--data.init_args.root={npz.parent / 'cifar10'}", "--data.init_args.download=false",
+                "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
+    if data_class == "ImageFolderDataModule":
+        root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
+        return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
     raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
 
 
@@ -48,8 +58,8 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz):
-    args = ["-c", str(config), *data_args(config, tiny_npz), *FAST]
+def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}

@@ -6,10 +6,8 @@ import pickle
 import tarfile
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from torchvision.datasets import CIFAR10
 
 from zoo.data import CIFAR10DataModule, ImageFolderDataModule, shift_and_flip
 from zoo.errors import DataFileError, DataNotFoundError
@@ -128,35 +126,6 @@ def test_image_folder_errors_name_the_fix(tmp_path, image_folder):
 
 
 # --- CIFAR-10 in the official python format ---------------------------------------------------------------------------
-
-
-def cifar_archive(n_per_batch=4, seed=0) -> tuple[bytes, dict]:
-    """A tiny archive laid out as the official cifar-10-python.tar.gz (pickled dicts, which Python 3 reads with str
-    keys as it reads the official Python 2 pickles), and the per-file md5s torchvision checks."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, n_per_batch).tolist()
-        files[name] = pickle.dumps({"data": data, "labels": labels}, protocol=2)
-    files["batches.meta"] = pickle.dumps({"label_names": CIFAR10DataModule.classes.fget(None)}, protocol=2)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, body in files.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    return buffer.getvalue(), {name: hashlib.md5(body).hexdigest() for name, body in files.items()}
-
-
-@pytest.fixture
-def tiny_cifar(monkeypatch):
-    """The tiny archive, with torchvision's table of official per-file md5s replaced by the tiny files' ones."""
-    archive, md5s = cifar_archive()
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5s[f"data_batch_{i}"]] for i in range(1, 6)])
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5s["test_batch"]]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5s["batches.meta"]})
-    return archive
 
 
 def test_cifar_downloads_verifies_extracts_and_loads(tmp_path, server, tiny_cifar):
