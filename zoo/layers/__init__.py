@@ -2,10 +2,12 @@
 
 from zoo.layers.cores import StackedConv2dCore, output_shape
 from zoo.layers.local import LocallyConnected2d
+from zoo.layers.noise import GaussianNoise
 from zoo.layers.readouts import SpatialXFeatureReadout, inverse_softplus
 from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
 __all__ = [
+    "GaussianNoise",
     "LocallyConnected2d",
     "SpatialXFeatureReadout",
     "StackedConv2dCore",
