@@ -1,5 +1,7 @@
 """RetinaVVS (Lindsey et al. 2019) and GaussianNoise."""
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,3 +150,28 @@ def test_rf_layers_name_the_bottleneck_and_the_first_vvs_conv():
     assert modules[model.rf_layers["bottleneck"]].out_channels == 2
     assert modules[model.rf_layers["vvs1"]] is model.vvs[0]
     assert set(RetinaVVS(in_shape=[1, 8, 8], n_bn=2, d_vvs=0, **TINY).rf_layers) == {"bottleneck"}
+
+
+def test_a_grid_cell_from_config_overrides_logs_its_receptive_fields(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoo.cli import main
+
+    from conftest import REPO, write_image_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bioviz"])
+    root = write_image_folder(tmp_path / "images", per_class=(4, 2), size=(16, 16))
+    main(["fit", "-c", str(REPO / "configs/retina_vvs/cifar10.yaml"), "--data=zoo.data.ImageFolderDataModule",
+          f"--data.root={root}", "--data.val_size=4", "--data.batch_size=4", "--model.init_args.n_bn=2",
+          "--model.init_args.d_vvs=0", "--model.init_args.retina_width=4", "--model.init_args.kernel_size=3",
+          "--model.init_args.dense_width=8", "--trainer.logger.init_args.name=nbn2_d0", "--trainer.max_epochs=1",
+          "--trainer.enable_progress_bar=false"])
+    run = tmp_path / "runs" / "nbn2_d0" / "version_0"
+    hparams = (run / "hparams.yaml").read_text()
+    assert "n_bn: 2" in hparams and "d_vvs: 0" in hparams
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert "rf/bottleneck" in events.Tags()["images"] and "rf/vvs1" not in events.Tags()["images"]
+    image = events.Images("rf/bottleneck")[-1]
+    assert (image.height, image.width) == (5, 2 * 5 + 1)  # 2 channels side by side, RFs 5 x 5 (two 3 x 3 convs)
