@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4, help="seed DataLoader workers (the notebook used 4)")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # LightningCLI below gets its arguments explicitly, not from this command line
     cells = [tuple(int(v) for v in c.split(",")) for c in args.cells]
 
     t = time.perf_counter()

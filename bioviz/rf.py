@@ -90,9 +90,9 @@ def gradient_rf(
 
     ``shape``: the model's input ``[C, H, W]`` (or ``(H, W)`` for one channel). ``starts=0``: gradient at the
     all-zero image (the paper's RFs); ``starts=k``: the mean of the gradients at ``k`` images ``noise * N(0, 1)``
-    (its "random starts"), plus ``complexity``. Runs in eval mode on the model's
-    device (the training mode is restored); the forward pass stops at ``layer``. Every unit is one image of one
-    batch, so the model must treat the images of a batch independently (true in eval mode).
+    (its "random starts"), plus ``complexity``. Runs in eval mode on the model's device (the training mode is
+    restored) and leaves the parameters' gradients alone; the forward pass stops at ``layer``. Every unit is one
+    image of one batch, so the model must treat the images of a batch independently (true in eval mode).
     """
     shape = (1, *shape) if len(shape) == 2 else tuple(shape)
     if len(shape) != 3:
@@ -126,8 +126,9 @@ def gradient_rf(
         images = images.to(device).requires_grad_(True)
         out = _layer_output(model, layer, images)
         unit = torch.tensor(channels, device=device).repeat(n_starts)  # image i -> channel of unit i % n_channels
-        out[torch.arange(len(images), device=device), unit, py, px].sum().backward()
-        grads = images.grad.detach().view(n_starts, len(channels), *shape)
+        picked = out[torch.arange(len(images), device=device), unit, py, px].sum()
+        # autograd.grad, not backward: the parameters' .grad (e.g. mid-training) stays untouched.
+        grads = torch.autograd.grad(picked, images)[0].detach().view(n_starts, len(channels), *shape)
     finally:
         model.train(was_training)
     complexity = None

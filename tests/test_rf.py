@@ -55,6 +55,7 @@ def test_a_relu_network_has_the_rf_extent_of_its_stacked_kernels_and_a_complexit
     assert rf.support_size(result.rf) == rf.rf_size([5, 5]) == 9
     assert result.complexity.shape == (3,) and (result.complexity > 0).all()  # ReLU gates change with the start
     assert model.training  # the mode is restored
+    assert all(p.grad is None for p in model.parameters())  # and training gradients are not touched
 
 
 def test_gradient_rf_errors_name_the_problem():
