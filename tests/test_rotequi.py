@@ -250,3 +250,34 @@ def test_plateau_schedule_rejects_bad_settings():
         PlateauSchedule(factor=1.0)
     with pytest.raises(ValueError, match="must be >= 1"):
         PlateauSchedule(patience=0)
+
+
+def test_filter_logger_shows_the_rotated_hermite_filters():
+    from types import SimpleNamespace
+
+    from bioviz.callbacks import FilterLogger
+
+    model = RotEquiV1(n_neurons=3, in_shape=[1, 12, 12], filter_size=[5, 3, 3], num_filters=[2, 2, 2])
+    calls = []
+    callback = FilterLogger(layer="core.layers.0.0")  # the first HermiteConv2d: its built filters [16, 1, 5, 5]
+    callback.setup(None, model, "fit")
+    callback.log_pictures(SimpleNamespace(add_image=lambda *a, **k: calls.append(a[1])), model, 0)
+    assert calls[0].shape == (4 * 6 - 1, 4 * 6 - 1, 3)  # 16 filters of 5 x 5 in a 4 x 4 grid
+
+
+def test_simulated_population_of_rotated_feature_types():
+    from zoo.data import simulate_v1
+
+    arrays = simulate_v1(seed=3, n_neurons=40, image_shape=(16, 16), n_train=200, n_val=20, n_test=10,
+                         neuron_types=3)
+    assert set(arrays["true_type"].tolist()) == {0, 1, 2}
+    assert set(arrays["true_orientation"].tolist()) <= {45.0 * k for k in range(8)}
+    assert arrays["responses_train"].shape == (200, 40) and arrays["rates_test"].shape == (10, 40)
+    # Two neurons of one type at one rotation differ only by position: their first filters are shifted copies.
+    same = [(i, j) for i in range(40) for j in range(i) if arrays["true_type"][i] == arrays["true_type"][j]
+            and arrays["true_orientation"][i] == arrays["true_orientation"][j]]
+    i, j = same[0]
+    fi, fj = torch.tensor(arrays["true_filters"][i]), torch.tensor(arrays["true_filters"][j])
+    assert fi.abs().max() == pytest.approx(fj.abs().max().item(), rel=0.2)
+    with pytest.raises(ValueError, match="neuron_types must be >= 0"):
+        simulate_v1(neuron_types=-1)
