@@ -58,6 +58,15 @@ def schedule_args(config: Path) -> list[str]:
     return []
 
 
+def model_args(config: Path) -> list[str]:
+    """Tiny widths for models whose paper size would make each test checkpoint hundreds of MB."""
+    model_class = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
+    if model_class == "RetinaVVS":
+        return ["--model.init_args.retina_width=4", "--model.init_args.vvs_width=4", "--model.init_args.kernel_size=3",
+                "--model.init_args.dense_width=8"]
+    return []
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -70,7 +79,8 @@ def test_there_are_configs():
 
 
 def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *schedule_args(config), *FAST]
+    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config),
+            *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}

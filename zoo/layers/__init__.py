@@ -9,6 +9,7 @@ from zoo.layers.hermite import (
     rotation_matrices,
 )
 from zoo.layers.local import LocallyConnected2d
+from zoo.layers.noise import GaussianNoise
 from zoo.layers.readouts import (
     READOUTS,
     SpatialL1FeatureL2Readout,
@@ -21,6 +22,7 @@ from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
 __all__ = [
     "READOUTS",
+    "GaussianNoise",
     "HermiteConv2d",
     "LocallyConnected2d",
     "RotationEquivariantCore",
