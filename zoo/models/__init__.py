@@ -1,7 +1,8 @@
 """Paper models, one module per paper; each is a LightningModule the CLI can pick by class name."""
 
 from zoo.models.cnn_v1 import CNNV1
+from zoo.models.lissom import Lissom
 from zoo.models.spatial_dense import RegularConvNet, SpatialDenseNet
 from zoo.models.stringer import StringerConvFC, TiltCNN
 
-__all__ = ["CNNV1", "RegularConvNet", "SpatialDenseNet", "StringerConvFC", "TiltCNN"]
+__all__ = ["CNNV1", "Lissom", "RegularConvNet", "SpatialDenseNet", "StringerConvFC", "TiltCNN"]
