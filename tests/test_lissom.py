@@ -134,7 +134,7 @@ def test_hebbian_update_uses_the_settled_activity_and_keeps_weights_normalised()
     before = v1.afferent.weight.detach().clone()
 
     def update(post):
-        w = before + alphas["afferent"] * patches[0] * post[0]
+        w = before + alphas["afferent"] * patches[0] * post[0]  # every unit, also those with post = 0
         return w / w.sum(0, keepdim=True)
 
     eta, terms = net.hebbian_terms(image, alphas)
@@ -287,3 +287,25 @@ def test_loaded_checkpoint_keeps_the_schedule_state(tmp_path):
     x = torch.rand(1, 1, 12, 12)
     assert torch.equal(loaded(x), model(x))
     assert math.isfinite(float(trainer.callback_metrics["val/selectivity"]))
+
+
+def test_sparse_settling_equals_gathering_every_disc():
+    v1 = small_v1()
+    lateral = v1.lateral_weights()
+    eta = torch.zeros(1, 100)
+    eta[0, [0, 9, 45, 46, 99]] = torch.tensor([0.3, 1.0, 0.5, 0.2, 0.7])  # corners, edges and the middle
+    gathered = (v1.inhibitory.patches(eta.view(1, 1, 10, 10)) * lateral).sum(1)
+    assert torch.allclose(v1.lateral_input(eta, lateral), gathered, atol=1e-7)
+    v1.sparse_below = 0.0  # the same through the dense path
+    assert torch.allclose(v1.lateral_input(eta, lateral), gathered, atol=1e-7)
+
+
+def test_units_that_did_not_respond_keep_their_weights():
+    proj = LocalProjection(1, 10, 10, radius=2, sigma=2)
+    before = proj.weight.detach().clone()
+    optimizer = DivisiveHebbian({"p": proj}, {"p": 1.0})
+    post = torch.zeros(1, 100)
+    post[0, 33] = 1.0
+    optimizer.step(terms={"p": DivisiveHebbian.term(proj.patches(torch.rand(1, 1, 10, 10)), post, 0.5)})
+    changed = (proj.weight != before).any(0)
+    assert changed.nonzero().flatten().tolist() == [33]

@@ -12,7 +12,8 @@ ARGS = ["--model=Lissom", "--data=LissomDataModule", "--model.init_args.cortex_s
         "--data.init_args.image_size=16", "--data.init_args.steps_per_epoch=6", "--data.init_args.map_orientations=4",
         "--data.init_args.map_phases=2", "--data.init_args.eval_batch_size=4", "--trainer.max_epochs=2",
         "--model.init_args.schedule_scale=0.002", "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.strategy=ddp", "--trainer.enable_progress_bar=false", "--trainer.callbacks+=lissom_ranks.SaveRankState"]
+        "--trainer.strategy=ddp", "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=lissom_ranks.SaveRankState"]
 
 
 def test_ddp_keeps_identical_weights_on_both_processes(tmp_path):

@@ -15,6 +15,7 @@ makes them grow (the presynaptic activity is zero).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ __all__ = [
     "DogLGN",
     "LissomV1",
     "DivisiveHebbian",
+    "HebbianTerm",
     "LissomNetwork",
 ]
 
@@ -159,9 +161,11 @@ class LocalProjection(nn.Module):
 
 class DogLGN(nn.Module):
     """LGN ON and OFF sheets: difference-of-Gaussians receptive fields (ON: centre minus surround, OFF: the
-    reverse), each Gaussian cut at ``radius`` and normalised to sum 1, times ``strength``, through a piecewise-linear
-    sigmoid (``lower``, ``upper``). The LGN has the retina's density. Returns ``[B, 2, H, W]``: channel 0 ON, 1 OFF,
-    kept apart all the way into V1 (summing them, as pylissom does, loses the polarity).
+    reverse), each Gaussian cut at ``radius`` (a square of side ``2 radius + 1``, where the Gaussians are separable:
+    at the usual 4.7 surround sigmas a disc would cut only values below 2e-5 of the peak) and normalised to sum 1,
+    times ``strength``, through a piecewise-linear sigmoid (``lower``, ``upper``). The LGN has the retina's density.
+    Returns ``[B, 2, H, W]``: channel 0 ON, 1 OFF, kept apart all the way into V1 (summing them, as pylissom does,
+    loses the polarity).
     """
 
     def __init__(self, sigma_center: float, sigma_surround: float, radius: float, strength: float = 2.33,
@@ -170,22 +174,41 @@ class DogLGN(nn.Module):
         if not 0 < sigma_center < sigma_surround:
             raise ValueError(f"need 0 < sigma_center < sigma_surround, got {sigma_center}, {sigma_surround}")
         self.strength, self.lower, self.upper = strength, lower, upper
-        dy, dx = torch.meshgrid(*(torch.arange(-int(radius), int(radius) + 1, dtype=torch.float64),) * 2,
-                                indexing="ij")
-        inside = (dy**2 + dx**2 <= radius**2).double()
+        d = torch.arange(-int(radius), int(radius) + 1, dtype=torch.float64)
+        profiles = torch.stack([torch.exp(-d**2 / (2 * s**2)) for s in (sigma_center, sigma_surround)])
+        # [2 (centre, surround), 1, k]: 1-D profiles each summing to 1, so their outer products do too.
+        self.register_buffer("profiles", (profiles / profiles.sum(1, keepdim=True))[:, None].float(),
+                             persistent=False)
+        self._blur_cache: dict = {}
 
-        def gauss(sigma):
-            g = torch.exp(-(dy**2 + dx**2) / (2 * sigma**2)) * inside
-            return g / g.sum()
-
-        on = gauss(sigma_center) - gauss(sigma_surround)
-        self.register_buffer("kernels", torch.stack([on, -on])[:, None].float(), persistent=False)
+    def kernel(self) -> torch.Tensor:
+        """The ON receptive field ``[k, k]`` (the OFF one is its negative)."""
+        p = self.profiles[:, 0]
+        return torch.outer(p[0], p[0]) - torch.outer(p[1], p[1])
 
     def linear(self, retina: torch.Tensor) -> torch.Tensor:
         """The DoG responses before the sigmoid, ``[B, 2, H, W]`` (retina outside the image reads as 0)."""
         if retina.ndim != 4 or retina.shape[1] != 1:
             raise ValueError(f"the retina must be grey images [B, 1, H, W], got {list(retina.shape)}")
-        return self.strength * F.conv2d(retina, self.kernels, padding=self.kernels.shape[-1] // 2)
+        rows, cols = (self._blur_matrices(n, retina) for n in retina.shape[-2:])
+        blurred = rows @ retina @ cols.transpose(1, 2)  # [B, 2, H, W]: separable blurs as two small matmuls
+        on = self.strength * (blurred[:, :1] - blurred[:, 1:])
+        return torch.cat([on, -on], 1)
+
+    def _blur_matrices(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """``[2, n, n]``: row i holds each 1-D profile centred on i (zero padding beyond the image); cached."""
+        key = (n, like.device, like.dtype)
+        if key not in self._blur_cache:
+            self._blur_cache[key] = self._make_blur_matrices(n, like)
+        return self._blur_cache[key]
+
+    def _make_blur_matrices(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        pad = self.profiles.shape[-1] // 2
+        offset = torch.arange(n, device=like.device)[None, :] - torch.arange(n, device=like.device)[:, None] + pad
+        inside = (offset >= 0) & (offset <= 2 * pad)
+        profiles = self.profiles[:, 0].to(like.dtype)
+        return torch.where(inside, profiles[:, offset.clamp(0, 2 * pad)], torch.zeros((), dtype=like.dtype,
+                                                                                         device=like.device))
 
     def forward(self, retina: torch.Tensor) -> torch.Tensor:
         return piecewise_sigmoid(self.linear(retina), self.lower, self.upper)
@@ -223,6 +246,13 @@ class LissomV1(nn.Module):
         self.register_buffer("excitatory_rows", torch.tensor([lookup[(int(a), int(b))] for a, b in zip(ey, ex,
                                                                                                      strict=True)]),
                              persistent=False)
+        # For sparse activity (one image): presynaptic unit v reaches unit v - offset_k; outside the sheet -> slot n^2.
+        n = size
+        vy, vx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
+        inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
+        self.register_buffer("lateral_targets", torch.where(inside, ty * n + tx, n * n), persistent=False)
+        self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
         self.register_buffer("thresholds", torch.tensor([lower, upper]))
         self.register_buffer("settling_steps", torch.tensor(int(settling_steps)))
 
@@ -242,12 +272,43 @@ class LissomV1(nn.Module):
         eta = self.activation(drive)
         lateral = self.lateral_weights()
         for _ in range(int(self.settling_steps)):
-            sheet = eta.view(-1, 1, self.size, self.size)
-            eta = self.activation(drive + (self.inhibitory.patches(sheet) * lateral).sum(1))
+            eta = self.activation(drive + self.lateral_input(eta, lateral))
         return eta, patches
+
+    def lateral_input(self, eta: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+        """``sum_k lateral[k, u] eta[u + offset_k]`` for every unit u, ``[B, units]``. For one image with sparse
+        activity, the active units scatter their outgoing weights (work in proportion to the active units);
+        otherwise every unit gathers its disc."""
+        units = eta.shape[1]
+        active = eta[0].nonzero().squeeze(1) if len(eta) == 1 else None
+        if active is None or len(active) > self.sparse_below * units:
+            return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral).sum(1)
+        targets = self.lateral_targets.index_select(0, active)  # [m, K]
+        offsets = torch.arange(targets.shape[1], device=eta.device) * units
+        weights = lateral.view(-1).index_select(0, (offsets + targets.clamp(max=units - 1)).flatten())
+        values = weights.view_as(targets) * eta[0].index_select(0, active)[:, None]
+        out = eta.new_zeros(units + 1).index_add_(0, targets.flatten(), values.flatten())
+        return out[:units].unsqueeze(0)
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
         return self.settle(lgn)[0].view(-1, 1, self.size, self.size)
+
+
+class HebbianTerm(NamedTuple):
+    """The Hebbian term of a projection for the units that responded: ``values[:, i]`` belongs to unit
+    ``units[i]``; every other unit's term is zero."""
+
+    units: torch.Tensor
+    values: torch.Tensor
+
+    def dense(self, n_units: int) -> torch.Tensor:
+        """``[K, n_units]`` with zeros for the units that did not respond."""
+        out = self.values.new_zeros(self.values.shape[0], n_units)
+        return out.index_copy_(1, self.units, self.values)
+
+    @classmethod
+    def from_dense(cls, term: torch.Tensor) -> HebbianTerm:
+        return cls(torch.arange(term.shape[1], device=term.device), term)
 
 
 class DivisiveHebbian(torch.optim.Optimizer):
@@ -258,7 +319,8 @@ class DivisiveHebbian(torch.optim.Optimizer):
     the density). ``term`` makes the Hebbian term, ``alpha`` times the presynaptic input of each connection times
     the *settled* postsynaptic activity, averaged over the batch; ``step(terms={name: term})`` adds the terms and
     renormalises each unit's connections (those within the projection's current radius) to sum 1. Between the
-    two, DDP processes average their terms so that all keep identical weights.
+    two, DDP processes average their terms so that all keep identical weights. LISSOM's activity is sparse: a term
+    covers only the units that responded (``HebbianTerm``); the others keep their weights, as the rule gives them.
     """
 
     def __init__(self, projections: dict[str, LocalProjection], lrs: dict[str, float]):
@@ -274,23 +336,27 @@ class DivisiveHebbian(torch.optim.Optimizer):
         return int(self.projections[name].connected().sum())
 
     @staticmethod
-    def term(pre_patches: torch.Tensor, post: torch.Tensor, alpha: float) -> torch.Tensor:
-        """``pre_patches`` ``[B, K, units]``, ``post`` ``[B, units]`` -> ``[K, units]``."""
-        return torch.einsum("bku,bu->ku", pre_patches, post).mul_(alpha / len(post))
+    def term(pre_patches: torch.Tensor, post: torch.Tensor, alpha: float) -> HebbianTerm:
+        """``pre_patches`` ``[B, K, units]``, ``post`` ``[B, units]`` -> the term of the units with ``post != 0``."""
+        units = (post != 0).any(0).nonzero().squeeze(1)
+        values = torch.einsum("bka,ba->ka", pre_patches.index_select(2, units), post.index_select(1, units))
+        return HebbianTerm(units, values.mul_(alpha / len(post)))
 
     @torch.no_grad()
-    def step(self, closure=None, terms: dict[str, torch.Tensor] | None = None):
+    def step(self, closure=None, terms: dict[str, HebbianTerm] | None = None):
         loss = closure() if closure is not None else None
         if terms is None:
-            raise ValueError("DivisiveHebbian.step needs terms={projection name: Hebbian term}")
+            raise ValueError("DivisiveHebbian.step needs terms={projection name: HebbianTerm}")
         unknown = set(terms) - set(self.projections)
         if unknown:
             raise ValueError(f"no projection named {sorted(unknown)}; known: {sorted(self.projections)}")
-        for name, term in terms.items():
+        for name, (units, values) in terms.items():
+            if not len(units):
+                continue
             projection = self.projections[name]
-            weight = projection.weight
-            weight.add_(term).mul_(projection.connected()[:, None])
-            weight.div_(weight.sum(0, keepdim=True).clamp_min(1e-30))
+            weight = projection.weight.index_select(1, units).add_(values)
+            weight.mul_(projection.connected()[:, None])
+            projection.weight.index_copy_(1, units, weight.div_(weight.sum(0, keepdim=True).clamp_min(1e-30)))
         return loss
 
 

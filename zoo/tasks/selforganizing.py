@@ -106,9 +106,11 @@ class SelfOrganizingTask(Task):
         self.before_step(self.global_step, optimizer.optimizer)
         activity, terms = self.network.hebbian_terms(images, optimizer.optimizer.alphas())
         if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            for term in terms.values():  # identical updates on every process
-                dist.all_reduce(term)
-                term.div_(self.trainer.world_size)
+            for name, term in terms.items():  # identical updates on every process
+                n_units = self.network.projections()[name].n_units
+                dense = term.dense(n_units)
+                dist.all_reduce(dense)
+                terms[name] = type(term).from_dense(dense.div_(self.trainer.world_size))
         optimizer.step(terms=terms)
         self.log("train/activity", activity.mean(), prog_bar=True, batch_size=len(images))
         self.log("train/active_fraction", (activity > 0).float().mean(), batch_size=len(images))
