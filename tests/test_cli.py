@@ -44,6 +44,11 @@ def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
             tar.extractall(npz.parent / "cifar10", filter="data")
         return [f"--data.init_args.root={npz.parent / 'cifar10'}", "--data.init_args.download=false",
                 "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
+    if data_class == "LissomDataModule":  # a small retina and V1, and a grating set that fits one batch
+        return ["--data.init_args.image_size=24", "--data.init_args.steps_per_epoch=2",
+                "--data.init_args.map_orientations=4", "--data.init_args.map_phases=2",
+                "--data.init_args.map_frequencies=[0.1]", "--data.init_args.eval_batch_size=8",
+                "--model.init_args.cortex_size=10"]
     if data_class == "ImageFolderDataModule":
         root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
         return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]

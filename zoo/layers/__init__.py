@@ -8,6 +8,15 @@ from zoo.layers.hermite import (
     hermite_basis,
     rotation_matrices,
 )
+from zoo.layers.lissom import (
+    DivisiveHebbian,
+    DogLGN,
+    LissomNetwork,
+    LissomV1,
+    LocalProjection,
+    disc_offsets,
+    piecewise_sigmoid,
+)
 from zoo.layers.local import LocallyConnected2d
 from zoo.layers.noise import GaussianNoise
 from zoo.layers.readouts import (
@@ -24,6 +33,11 @@ __all__ = [
     "READOUTS",
     "GaussianNoise",
     "HermiteConv2d",
+    "DivisiveHebbian",
+    "DogLGN",
+    "LissomNetwork",
+    "LissomV1",
+    "LocalProjection",
     "LocallyConnected2d",
     "RotationEquivariantCore",
     "RotationSharedBatchNorm",
@@ -38,4 +52,6 @@ __all__ = [
     "laplace_smoothness",
     "output_shape",
     "rotation_matrices",
+    "piecewise_sigmoid",
+    "disc_offsets",
 ]
