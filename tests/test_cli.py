@@ -16,6 +16,10 @@ from zoo.models import CNNV1
 from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz, use_tiny_cifar, write_image_folder
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# The 32 rotation-equivariant V1 configs differ mostly in numbers: a few kinds run in the fast suite, all with -m slow.
+ROTEQUI_FAST = {"fig2_n08.yaml", "table1_cnn_32.yaml", "transfer_simulated.yaml"}
+FAST_CONFIGS = [c for c in CONFIGS if c.parent.name != "rotequi_v1" or c.name in ROTEQUI_FAST]
+SLOW_CONFIGS = [c for c in CONFIGS if c not in FAST_CONFIGS]
 FAST = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false"]
 
@@ -40,10 +44,23 @@ def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
             tar.extractall(npz.parent / "cifar10", filter="data")
         return [f"--data.init_args.root={npz.parent / 'cifar10'}", "--data.init_args.download=false",
                 "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
+    if data_class == "LissomDataModule":  # a small retina and V1, and a grating set that fits one batch
+        return ["--data.init_args.image_size=24", "--data.init_args.steps_per_epoch=2",
+                "--data.init_args.map_orientations=4", "--data.init_args.map_phases=2",
+                "--data.init_args.map_frequencies=[0.1]", "--data.init_args.eval_batch_size=8",
+                "--model.init_args.cortex_size=10"]
     if data_class == "ImageFolderDataModule":
         root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
         return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
     raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
+
+
+def schedule_args(config: Path) -> list[str]:
+    """Validate every step under a config's PlateauSchedule, so a two-step run has a best checkpoint."""
+    callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
+    if any(c["class_path"].endswith("PlateauSchedule") for c in callbacks):
+        return ["--trainer.callbacks.val_steps=1"]
+    return []
 
 
 def model_args(config: Path) -> list[str]:
@@ -66,13 +83,24 @@ def test_there_are_configs():
     assert REPO / "configs" / "quickstart.yaml" in CONFIGS
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *FAST]
+def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config),
+            *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}
     main(["test", *args, "--ckpt_path=best"])  # resolved to the run above, as in a new process
+
+
+@pytest.mark.parametrize("config", FAST_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", SLOW_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_other_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
 
 
 def test_print_config_shows_linked_model_and_data(in_tmp, capsys):
