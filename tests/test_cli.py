@@ -16,6 +16,10 @@ from zoo.models import CNNV1
 from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz, use_tiny_cifar, write_image_folder
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# The 32 rotation-equivariant V1 configs differ mostly in numbers: a few kinds run in the fast suite, all with -m slow.
+ROTEQUI_FAST = {"fig2_n08.yaml", "table1_cnn_32.yaml", "transfer_simulated.yaml"}
+FAST_CONFIGS = [c for c in CONFIGS if c.parent.name != "rotequi_v1" or c.name in ROTEQUI_FAST]
+SLOW_CONFIGS = [c for c in CONFIGS if c not in FAST_CONFIGS]
 FAST = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false"]
 
@@ -51,6 +55,23 @@ def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
     raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
 
 
+def schedule_args(config: Path) -> list[str]:
+    """Validate every step under a config's PlateauSchedule, so a two-step run has a best checkpoint."""
+    callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
+    if any(c["class_path"].endswith("PlateauSchedule") for c in callbacks):
+        return ["--trainer.callbacks.val_steps=1"]
+    return []
+
+
+def model_args(config: Path) -> list[str]:
+    """Tiny widths for models whose paper size would make each test checkpoint hundreds of MB."""
+    model_class = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
+    if model_class == "RetinaVVS":
+        return ["--model.init_args.retina_width=4", "--model.init_args.vvs_width=4", "--model.init_args.kernel_size=3",
+                "--model.init_args.dense_width=8"]
+    return []
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -62,13 +83,24 @@ def test_there_are_configs():
     assert REPO / "configs" / "quickstart.yaml" in CONFIGS
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *FAST]
+def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config),
+            *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}
     main(["test", *args, "--ckpt_path=best"])  # resolved to the run above, as in a new process
+
+
+@pytest.mark.parametrize("config", FAST_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", SLOW_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_other_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
 
 
 def test_print_config_shows_linked_model_and_data(in_tmp, capsys):

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SpatialXFeatureReadout", "inverse_softplus"]
+__all__ = [
+    "READOUTS",
+    "SpatialL1FeatureL2Readout",
+    "SpatialXFeatureReadout",
+    "SpatialXFeatureTransferReadout",
+    "build_readout",
+    "inverse_softplus",
+]
 
 
 def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -22,7 +29,7 @@ class SpatialXFeatureReadout(nn.Module):
 
     Neuron n: ``softplus(sum_c w[n, c] * sum_xy |m[n, x, y]| * x[c, x, y] + b[n])`` with a positive spatial mask m over
     the full feature map and a feature vector w. ``penalty()`` is the joint sparsity
-    ``sum_n ||m_n||_1 * ||w_n||_1`` (unweighted; the model multiplies it by ``readout_sparsity``).
+    ``sparsity * sum_n ||m_n||_1 * ||w_n||_1`` (``sparsity`` is the paper's ``readout_sparsity``).
 
     ``positive_feature_weights`` uses |w|. ``mean_responses`` (the train mean of each neuron) initialises the bias to
     0.5 * inverse_softplus(mean) as in the reference code; without it the bias starts at 0.
@@ -35,10 +42,12 @@ class SpatialXFeatureReadout(nn.Module):
         positive_feature_weights: bool = False,
         init_masks: str = "rand",
         mean_responses: Sequence[float] | None = None,
+        sparsity: float = 1.0,
     ):
         super().__init__()
         channels, height, width = (int(s) for s in in_shape)
         self.positive_feature_weights = positive_feature_weights
+        self.sparsity = sparsity
         self.mask = nn.Parameter(torch.empty(n_neurons, height, width))
         self.features = nn.Parameter(torch.empty(n_neurons, channels))
         self.bias = nn.Parameter(torch.zeros(n_neurons))
@@ -59,19 +68,115 @@ class SpatialXFeatureReadout(nn.Module):
     def feature_weights(self) -> torch.Tensor:
         return self.features.abs() if self.positive_feature_weights else self.features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def drive(self, x: torch.Tensor, neurons: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """The linear drive ``[B, n]`` of the given neurons (all by default), before bias and softplus."""
         b, c, h, w = x.shape
         # Spatial pooling first: [B, C, HW] x [HW, n] -> [B, C, n] is the smallest intermediate.
-        pooled = torch.matmul(x.reshape(b, c, h * w), self.mask.abs().reshape(-1, h * w).t())
-        drive = (pooled * self.feature_weights().t().unsqueeze(0)).sum(1)
-        return F.softplus(drive + self.bias)
+        pooled = torch.matmul(x.reshape(b, c, h * w), self.mask[neurons].abs().reshape(-1, h * w).t())
+        return (pooled * self.feature_weights()[neurons].t().unsqueeze(0)).sum(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.drive(x) + self.bias)
 
     def penalty(self) -> torch.Tensor:
         mask_l1 = self.mask.abs().flatten(1).sum(1)
         feature_l1 = self.features.abs().sum(1)
-        return (mask_l1 * feature_l1).sum()
+        return self.sparsity * (mask_l1 * feature_l1).sum()
 
     def extra_repr(self) -> str:
         n, h, w = self.mask.shape
         return f"neurons={n}, channels={self.features.shape[1]}, grid={h}x{w}"
 
+
+
+class SpatialL1FeatureL2Readout(SpatialXFeatureReadout):
+    """The "dense L2 features" variant of Table 1 ("SpatialSparseXFeatureDenseSeparate"): the same prediction, but
+    the mask and the feature weights are penalised separately, ``mask_sparsity * sum |m| + feature_l2 * sum w^2``
+    (sparse masks, dense feature vectors)."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        n_neurons: int,
+        positive_feature_weights: bool = False,
+        init_masks: str = "rand",
+        mean_responses: Sequence[float] | None = None,
+        mask_sparsity: float = 0.0,
+        feature_l2: float = 0.0,
+    ):
+        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, mean_responses, sparsity=0.0)
+        self.mask_sparsity, self.feature_l2 = mask_sparsity, feature_l2
+
+    def penalty(self) -> torch.Tensor:
+        return self.mask_sparsity * self.mask.abs().sum() + self.feature_l2 * self.features.pow(2).sum()
+
+
+class SpatialXFeatureTransferReadout(SpatialXFeatureReadout):
+    """The transfer control of Ecker et al. 2019 ("SpatialXFeatureJointL1Transfer"): only every ``k_transfer``-th
+    neuron (index divisible by ``k_transfer``) trains the core; the other neurons read it through a stop-gradient
+    (``detach``) and train only their own mask, features and bias. ``trains_core`` marks the first kind.
+    Predictions and the joint-L1 penalty are those of ``SpatialXFeatureReadout``."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        n_neurons: int,
+        positive_feature_weights: bool = False,
+        init_masks: str = "rand",
+        mean_responses: Sequence[float] | None = None,
+        sparsity: float = 1.0,
+        k_transfer: int = 2,
+    ):
+        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, mean_responses, sparsity)
+        if k_transfer < 2:
+            raise ValueError(f"k_transfer must be >= 2 (every k-th neuron trains the core), got {k_transfer}")
+        self.k_transfer = k_transfer
+        trains_core = torch.arange(n_neurons) % k_transfer == 0
+        self.register_buffer("trains_core", trains_core, persistent=False)
+        self.register_buffer("core_neurons", trains_core.nonzero().flatten(), persistent=False)
+        self.register_buffer("transfer_neurons", (~trains_core).nonzero().flatten(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        drive = x.new_empty(x.shape[0], self.bias.shape[0])
+        drive[:, self.core_neurons] = self.drive(x, self.core_neurons)
+        drive[:, self.transfer_neurons] = self.drive(x.detach(), self.transfer_neurons)
+        return F.softplus(drive + self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k_transfer={self.k_transfer}"
+
+
+# readout name (the ``readout`` hyperparameter of the response models) -> class
+READOUTS = {
+    "joint_l1": SpatialXFeatureReadout,
+    "l1_mask_l2_features": SpatialL1FeatureL2Readout,
+    "transfer": SpatialXFeatureTransferReadout,
+}
+
+
+def build_readout(
+    readout: str,
+    in_shape: Sequence[int],
+    n_neurons: int,
+    positive_feature_weights: bool = False,
+    init_masks: str = "rand",
+    mean_responses: Sequence[float] | None = None,
+    readout_sparsity: float = 0.0,
+    mask_sparsity: float = 0.0,
+    feature_l2: float = 0.0,
+    k_transfer: int = 2,
+) -> SpatialXFeatureReadout:
+    """The readout named ``readout`` (a key of ``READOUTS``) with the penalty weights it uses:
+    ``readout_sparsity`` for ``joint_l1`` and ``transfer`` (which also takes ``k_transfer``), ``mask_sparsity`` and
+    ``feature_l2`` for ``l1_mask_l2_features``."""
+    common = dict(positive_feature_weights=positive_feature_weights, init_masks=init_masks,
+                  mean_responses=mean_responses)
+    if readout == "joint_l1":
+        return SpatialXFeatureReadout(in_shape, n_neurons, sparsity=readout_sparsity, **common)
+    if readout == "l1_mask_l2_features":
+        return SpatialL1FeatureL2Readout(in_shape, n_neurons, mask_sparsity=mask_sparsity, feature_l2=feature_l2,
+                                         **common)
+    if readout == "transfer":
+        return SpatialXFeatureTransferReadout(in_shape, n_neurons, sparsity=readout_sparsity, k_transfer=k_transfer,
+                                              **common)
+    raise ValueError(f"unknown readout {readout!r}; choose one of {sorted(READOUTS)}")

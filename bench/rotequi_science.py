@@ -1,0 +1,97 @@
+"""Science check of the rotation-equivariant V1 model: RotEquiV1 (16 x 8) against the CNN baselines of Table 1 on a
+simulated population whose neurons are rotated copies of a few feature types (configs/rotequi_v1/*_simulated.yaml).
+
+Each model is trained and tested with the real command line (``bioviz fit`` then ``bioviz test --ckpt_path best``)
+in its own process, ``--jobs`` at a time; the table lists test correlation, the oracles, parameters (core and total),
+training steps and wall time. Every model gets the same schedule (``--patience``, ``--val_steps``) and step cap.
+
+    OMP_NUM_THREADS=1 python bench/rotequi_science.py --out science_runs --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = {  # name -> config; the longest first, so parallel jobs end together
+    "cnn_128_128_256": "table1_cnn_128_128_256_simulated",
+    "rotequi_16x8": "fig2_n16_simulated",
+    "cnn_128": "table1_cnn_128_simulated",
+    "cnn_64": "table1_cnn_64_simulated",
+    "cnn_32": "table1_cnn_32_simulated",
+    "rotequi_positive": "table1_positive_features_simulated",
+    "rotequi_dense_l2": "table1_dense_l2_simulated",
+    "rotequi_transfer": "transfer_simulated",
+}
+METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
+
+
+def run(name: str, config: str, args: argparse.Namespace) -> dict:
+    cfg = REPO / "configs" / "rotequi_v1" / f"{config}.yaml"
+    common = [f"--trainer.callbacks.patience={args.patience}", f"--trainer.callbacks.val_steps={args.val_steps}",
+              f"--trainer.max_steps={args.max_steps}", "--trainer.enable_progress_bar=false",
+              *args.extra]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    out = Path(args.out)
+    start = time.time()
+    with open(out / f"{name}.log", "w") as log:
+        for sub in (["fit"], ["test", "--ckpt_path=best"]):
+            proc = subprocess.run([sys.executable, "-m", "zoo.cli", sub[0], "-c", str(cfg), *common, *sub[1:]],
+                                  cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log.write(proc.stdout)
+            if proc.returncode:
+                raise RuntimeError(f"{name}: bioviz {sub[0]} failed, see {out / (name + '.log')}")
+            if sub[0] == "fit":
+                fit_seconds, fit_log = time.time() - start, proc.stdout
+    metrics = {k: float(v) for k, v in METRIC.findall(proc.stdout)}
+    last = next((out / "runs" / f"rotequi_v1_{config}").glob("version_*/checkpoints/last.ckpt"))
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    params = ckpt["state_dict"]
+    is_param = {k for k in params if not any(s in k for s in ("running_", "num_batches", "rotated_basis"))}
+    result = {
+        "model": name, "config": f"configs/rotequi_v1/{config}.yaml", **metrics,
+        "params_core": sum(params[k].numel() for k in is_param if k.startswith("core.")),
+        "params_total": sum(params[k].numel() for k in is_param),
+        "steps_at_last_validation": ckpt["global_step"], "hit_step_cap": "`max_steps=" in fit_log,
+        "fit_seconds": round(fit_seconds), "seconds": round(time.time() - start),
+    }
+    print(json.dumps(result), flush=True)
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="science_runs")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=list(MODELS)[:5], choices=list(MODELS))
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--val_steps", type=int, default=50)
+    parser.add_argument("--max_steps", type=int, default=3000)
+    parser.add_argument("extra", nargs="*", help="more bioviz overrides for every model, after --")
+    args = parser.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda name: run(name, MODELS[name], args), args.models))
+    print(f"\n{'model':18s} {'test/corr':>9s} {'oracle':>7s} {'true':>7s} {'core params':>11s} {'total':>9s} "
+          f"{'steps':>6s} {'fit s':>6s}")  # steps: at the last validation
+    for r in results:
+        print(f"{r['model']:18s} {r.get('test/corr', float('nan')):9.3f} {r.get('test/oracle', float('nan')):7.3f} "
+              f"{r.get('test/oracle_true', float('nan')):7.3f} {r['params_core']:11d} {r['params_total']:9d} "
+              f"{r['steps_at_last_validation']:6d} {r['fit_seconds']:6d}")
+
+
+if __name__ == "__main__":
+    main()

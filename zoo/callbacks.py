@@ -1,0 +1,96 @@
+"""Training-schedule callbacks of the paper models."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning.pytorch as pl
+import torch
+
+__all__ = ["PlateauSchedule"]
+
+
+def _cpu_copy(state):
+    """A deep copy of a (nested) state dict with every tensor cloned to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _cpu_copy(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_copy(value) for value in state)
+    return copy.deepcopy(state)
+
+
+class PlateauSchedule(pl.Callback):
+    """The schedule of Ecker et al. 2019: validate every ``val_steps`` training steps; when ``monitor`` (the
+    validation Poisson loss by default) has not improved for ``patience`` validations, restore the best weights (and
+    the optimiser state of that moment), divide the learning rate by ``factor`` and start counting again; stop after
+    the ``lr_decay_steps``-th such plateau, with the best weights in the model.
+
+    The callback sets the trainer to validate every ``val_steps`` steps (``val_check_interval = val_steps``,
+    ``check_val_every_n_epoch = None``), across epoch boundaries. Its state (best score and weights, counters) is
+    saved in checkpoints, so a resumed run continues the schedule where it was.
+    """
+
+    def __init__(self, val_steps: int = 50, patience: int = 5, lr_decay_steps: int = 2, factor: float = 10.0,
+                 monitor: str = "val/loss", mode: str = "min"):
+        if val_steps < 1 or patience < 1 or lr_decay_steps < 1:
+            raise ValueError(f"val_steps, patience and lr_decay_steps must be >= 1, got {val_steps}, {patience}, "
+                             f"{lr_decay_steps}")
+        if factor <= 1:
+            raise ValueError(f"factor divides the learning rate and must be > 1, got {factor}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.val_steps, self.patience, self.lr_decay_steps = val_steps, patience, lr_decay_steps
+        self.factor, self.monitor, self.mode = factor, monitor, mode
+        self.best_score = math.inf if mode == "min" else -math.inf
+        self.wait = 0
+        self.decays = 0
+        self.best_state: dict | None = None
+        self.best_optimizer_states: list | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            trainer.val_check_interval = self.val_steps
+            trainer.check_val_every_n_epoch = None
+
+    def _improved(self, score: float) -> bool:
+        return score < self.best_score if self.mode == "min" else score > self.best_score
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if self.monitor not in trainer.callback_metrics:
+            raise KeyError(f"PlateauSchedule monitors {self.monitor!r}, which the model does not log; logged: "
+                           f"{sorted(trainer.callback_metrics)}")
+        score = float(trainer.callback_metrics[self.monitor])
+        if self._improved(score):
+            self.best_score, self.wait = score, 0
+            self.best_state = _cpu_copy(pl_module.state_dict())
+            self.best_optimizer_states = [_cpu_copy(opt.state_dict()) for opt in trainer.optimizers]
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        self.wait = 0
+        self.decays += 1
+        lrs = [[group["lr"] / self.factor for group in opt.param_groups] for opt in trainer.optimizers]
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
+            for opt, state in zip(trainer.optimizers, self.best_optimizer_states, strict=True):
+                opt.load_state_dict(state)
+        for opt, group_lrs in zip(trainer.optimizers, lrs, strict=True):
+            for group, lr in zip(opt.param_groups, group_lrs, strict=True):
+                group["lr"] = lr
+        if self.decays >= self.lr_decay_steps:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "wait": self.wait, "decays": self.decays,
+                "best_state": self.best_state, "best_optimizer_states": self.best_optimizer_states}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score, self.wait, self.decays = state_dict["best_score"], state_dict["wait"], state_dict["decays"]
+        self.best_state = state_dict["best_state"]
+        self.best_optimizer_states = state_dict["best_optimizer_states"]

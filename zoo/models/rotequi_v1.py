@@ -1,0 +1,74 @@
+"""The rotation-equivariant V1 model of Ecker et al. 2019 (ICLR): Hermite-basis core at 8 rotations + readout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from zoo.layers import RotationEquivariantCore
+from zoo.models.cnn_v1 import CoreReadoutModel, check_in_shape
+
+__all__ = ["RotEquiV1"]
+
+
+class RotEquiV1(CoreReadoutModel):
+    """Rotation-equivariant core (``zoo.layers.RotationEquivariantCore``) -> per-neuron readout -> softplus.
+
+    Hyperparameters use the names of the paper's code (seed 001). Defaults are the model of Table 1 and Fig. 2 with
+    16 features in every layer (3 layers, filter sizes 13, 5, 5, 16 x 8 features, upsampling 2) and its best
+    penalties. ``model.core(images)`` gives the feature maps ``[B, num_rotations * num_filters[-1], H, W]`` in
+    rotation-major order (channel ``r * features + f``). ``n_neurons``, ``in_shape`` and ``mean_responses`` come from
+    the data (linked by the CLI).
+
+    ``readout``: ``joint_l1`` (the paper's, weighted by ``readout_sparsity``; ``positive_feature_weights`` for the
+    Table 1 variant), ``l1_mask_l2_features`` (the "dense L2 features" variant, weighted by ``mask_sparsity`` and
+    ``feature_l2``) or ``transfer`` (the control: only every ``k_transfer``-th neuron trains the core).
+    """
+
+    def __init__(
+        self,
+        n_neurons: int,
+        in_shape: Sequence[int],
+        mean_responses: Sequence[float] | None = None,
+        num_rotations: int = 8,
+        upsampling: int = 2,
+        shared_biases: bool = False,
+        filter_size: Sequence[int] = (13, 5, 5),
+        num_filters: Sequence[int] = (16, 16, 16),
+        stride: Sequence[int] = (1, 1, 1),
+        rate: Sequence[int] = (1, 1, 1),
+        padding: Sequence[str] = ("same", "same", "same"),
+        activation_fn: Sequence[str] = ("soft", "soft", "none"),
+        rel_smooth_weight: Sequence[float] = (1.0, 0.5, 0.5),
+        rel_sparse_weight: Sequence[float] = (0.0, 1.0, 1.0),
+        conv_smooth_weight: float = 0.0249692,
+        conv_sparse_weight: float = 0.0152482,
+        readout: str = "joint_l1",
+        readout_sparsity: float = 0.0170696,
+        positive_feature_weights: bool = False,
+        init_masks: str = "rand",
+        mask_sparsity: float = 0.0,
+        feature_l2: float = 0.0,
+        k_transfer: int = 2,
+        loss: str = "poisson",
+        lr: float = 0.002,
+    ):
+        super().__init__(n_neurons=n_neurons, loss=loss)
+        self.save_hyperparameters()
+        in_shape = check_in_shape(in_shape)
+        self.core = RotationEquivariantCore(
+            in_channels=in_shape[0],
+            num_rotations=num_rotations,
+            upsampling=upsampling,
+            shared_biases=shared_biases,
+            filter_size=filter_size,
+            num_filters=num_filters,
+            stride=stride,
+            rate=rate,
+            padding=padding,
+            activation_fn=activation_fn,
+            rel_smooth_weight=rel_smooth_weight,
+            rel_sparse_weight=rel_sparse_weight,
+            conv_smooth_weight=conv_smooth_weight,
+            conv_sparse_weight=conv_sparse_weight,
+        )
+        self.build_readout_from_hparams(in_shape)
