@@ -68,9 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/lissom"))
+    parser.add_argument("--contrast", type=float, help="measure with this grating contrast instead of the run's")
     args = parser.parse_args()
     run_config = yaml.safe_load((args.checkpoint.parent.parent / "config.yaml").read_text())
-    data = LissomDataModule(**run_config["data"]["init_args"])
+    data_args = run_config["data"]["init_args"]
+    if args.contrast is not None:
+        data_args["map_contrast"] = args.contrast
+    data = LissomDataModule(**data_args)
     trained = Lissom.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     pl.seed_everything(run_config.get("seed_everything") or 0)
     untrained = Lissom(**dict(trained.hparams)).eval()
