@@ -23,9 +23,10 @@ import torch
 
 from bioviz.hooks import first_conv, get_module, get_tensor
 from bioviz.plot import orientation_map_rgb, tile_images, tuning_curves, tuning_image
+from bioviz.rf import bar_bank, center_crop, gradient_rf, isotropy, orientedness, support_size
 from bioviz.tuning import orientation_map, orientation_tuning
 
-__all__ = ["FilterLogger", "WeightGridLogger", "ReadoutMaskLogger", "TuningLogger"]
+__all__ = ["FilterLogger", "WeightGridLogger", "ReadoutMaskLogger", "TuningLogger", "ReceptiveFieldLogger"]
 
 
 def tensorboard_writer(trainer: pl.Trainer):
@@ -192,3 +193,60 @@ class TuningLogger(_EveryNEpochs):
             sheet = orientation_map(tuning, sheet_shape=self.sheet_shape)
             writer.add_image(f"{self.tag}/orientation_map", orientation_map_rgb(sheet.preference, sheet.selectivity),
                              step, dataformats="HWC")
+
+
+class ReceptiveFieldLogger(_EveryNEpochs):
+    """Logs the gradient receptive fields (``bioviz.rf.gradient_rf``) of every channel of some conv layers, one
+    image per layer (``rf/<name>``: one tile per channel, each on its own symmetric scale, cropped to the units'
+    RF extent), and with ``indices=True`` the median bar-bank orientedness index and isotropy of each layer's RFs
+    as scalars (``rf/<name>/orientedness_median``, ``rf/<name>/isotropy_median``).
+
+    ``layers``: ``{name: dotted path}`` or a list of paths; default the model's ``rf_layers`` attribute
+    (``RetinaVVS``: the bottleneck and the first VVS layer). ``starts``: 0 for the gradient at the zero image (the
+    paper's RFs), k for the mean over k random images. ``shape``: the input [C, H, W]; default that of the first
+    training batch. At most ``max_channels`` channels per layer.
+    """
+
+    def __init__(self, layers: dict[str, str] | list[str] | None = None, every_n_epochs: int = 1, starts: int = 0,
+                 noise: float = 0.1, shape: Sequence[int] | None = None, max_channels: int = 32,
+                 indices: bool = True, tag: str = "rf"):
+        super().__init__(every_n_epochs, tag)
+        self.layers = dict(zip(layers, layers, strict=True)) if isinstance(layers, (list, tuple)) else layers
+        self.starts, self.noise, self.shape, self.max_channels, self.indices = starts, noise, shape, max_channels, \
+            indices
+        self._banks: dict[int, torch.Tensor] = {}  # bar banks by RF size, made once per fit
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.layers is None:
+            self.layers = getattr(pl_module, "rf_layers", None)
+            if not self.layers:
+                raise ValueError(f"ReceptiveFieldLogger: {type(pl_module).__name__} has no rf_layers; name the "
+                                 f"layers with layers={{name: dotted path}}")
+        for path in self.layers.values():
+            get_module(pl_module, path)
+        if self.starts < 0:
+            raise ValueError(f"ReceptiveFieldLogger: starts must be >= 0, got {self.starts}")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.shape is None:
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if isinstance(images, torch.Tensor) and images.ndim == 4:
+                self.shape = tuple(images.shape[1:])
+
+    def log_pictures(self, writer, pl_module, step):
+        if self.shape is None:
+            raise ValueError("ReceptiveFieldLogger could not see the input size in the training batches; pass "
+                             "shape=[C, H, W]")
+        for name, path in self.layers.items():
+            with torch.enable_grad():
+                result = gradient_rf(pl_module, path, self.shape, starts=self.starts, noise=self.noise)
+            rfs = result.rf[: self.max_channels].mean(1)  # colour inputs: the mean over R, G, B
+            rfs = center_crop(rfs, support_size(rfs, result.position), result.position)
+            writer.add_image(f"{self.tag}/{name}", tile_images(rfs, scale="tile"), step, dataformats="HWC")
+            if self.indices and rfs.shape[-1] >= 4:
+                size = rfs.shape[-1]
+                if size not in self._banks:
+                    self._banks[size] = bar_bank(size)
+                index = orientedness(rfs, bank=self._banks[size]).index
+                writer.add_scalar(f"{self.tag}/{name}/orientedness_median", float(index.median()), step)
+                writer.add_scalar(f"{self.tag}/{name}/isotropy_median", float(isotropy(rfs).median()), step)

@@ -12,7 +12,7 @@ positive, blue negative, white 0) with a symmetric range; orientation maps use h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -21,7 +21,7 @@ from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
 __all__ = [
-    "filter_grid", "rf_grid", "weight_grid", "activation_panel", "tuning_curves", "orientation_map",
+    "filter_grid", "rf_grid", "rf_panels", "weight_grid", "activation_panel", "tuning_curves", "orientation_map",
     "orientation_map_rgb", "tile_images", "tuning_image",
 ]
 
@@ -103,6 +103,33 @@ def rf_grid(rfs, ncols: int | None = None, positions=None, titles: Sequence[str]
         pos, (h, w) = _numpy(positions), _as_tiles(rfs, None, "rfs").shape[1:]
         for ax, (dy, dx) in zip(fig.axes, pos, strict=False):
             ax.plot(dx + (w - 1) / 2, dy + (h - 1) / 2, "k+", markersize=8, markeredgewidth=1.5)
+    return fig
+
+
+def rf_panels(panels: Mapping[str, object], ncols: int = 8, max_rfs: int = 32,
+              labels: Mapping[str, Sequence[str]] | None = None, tile_size: float = 1.0) -> Figure:
+    """Receptive fields of several layers, one block of tiles per layer (e.g. ``{"bottleneck": rfs,
+    "vvs1": rfs}``, each ``[N, H, W]`` or ``[N, 1, H, W]``), each tile on its own symmetric colour range (red +,
+    blue -). ``labels[name]``: a short text per tile (e.g. the orientedness index). At most ``max_rfs`` per layer."""
+    if not panels:
+        raise ValueError("rf_panels needs at least one {name: rfs} entry")
+    blocks = {name: _as_tiles(rfs, None, f"RFs of {name!r}")[:max_rfs] for name, rfs in panels.items()}
+    rows = {name: _grid_shape(len(t), ncols)[0] for name, t in blocks.items()}
+    cols = max(_grid_shape(len(t), ncols)[1] for t in blocks.values())
+    fig = Figure(figsize=(tile_size * cols + 0.2, sum(tile_size * r + 0.4 for r in rows.values())),
+                 layout="constrained")
+    subfigs = fig.subfigures(len(blocks), 1, squeeze=False, height_ratios=[r + 0.4 for r in rows.values()])[:, 0]
+    for sub, (name, tiles) in zip(subfigs, blocks.items(), strict=True):
+        sub.suptitle(name, fontsize=10)
+        axes = sub.subplots(rows[name], cols, squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if i >= len(tiles):
+                continue
+            limit = float(np.abs(tiles[i]).max()) or 1.0
+            ax.imshow(tiles[i], cmap="bwr", vmin=-limit, vmax=limit, interpolation="nearest")
+            if labels is not None and name in labels:
+                ax.set_title(labels[name][i], fontsize=7)
     return fig
 
 

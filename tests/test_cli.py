@@ -44,6 +44,11 @@ def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
             tar.extractall(npz.parent / "cifar10", filter="data")
         return [f"--data.init_args.root={npz.parent / 'cifar10'}", "--data.init_args.download=false",
                 "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
+    if data_class == "LissomDataModule":  # a small retina and V1, and a grating set that fits one batch
+        return ["--data.init_args.image_size=24", "--data.init_args.steps_per_epoch=2",
+                "--data.init_args.map_orientations=4", "--data.init_args.map_phases=2",
+                "--data.init_args.map_frequencies=[0.1]", "--data.init_args.eval_batch_size=8",
+                "--model.init_args.cortex_size=10"]
     if data_class == "ImageFolderDataModule":
         root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
         return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
@@ -55,6 +60,15 @@ def schedule_args(config: Path) -> list[str]:
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
     if any(c["class_path"].endswith("PlateauSchedule") for c in callbacks):
         return ["--trainer.callbacks.val_steps=1"]
+    return []
+
+
+def model_args(config: Path) -> list[str]:
+    """Tiny widths for models whose paper size would make each test checkpoint hundreds of MB."""
+    model_class = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
+    if model_class == "RetinaVVS":
+        return ["--model.init_args.retina_width=4", "--model.init_args.vvs_width=4", "--model.init_args.kernel_size=3",
+                "--model.init_args.dense_width=8"]
     return []
 
 
@@ -70,7 +84,8 @@ def test_there_are_configs():
 
 
 def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *schedule_args(config), *FAST]
+    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config),
+            *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}

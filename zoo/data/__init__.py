@@ -6,6 +6,7 @@ from zoo.data.images import (
     ImageFolderDataModule,
     shift_and_flip,
 )
+from zoo.data.lissom import LissomDataModule, map_gratings
 from zoo.data.responses import (
     NeuralResponseDataModule,
     ResponseDataModule,
@@ -28,6 +29,7 @@ __all__ = [
     "CIFAR10DataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
+    "LissomDataModule",
     "NeuralResponseDataModule",
     "ResponseDataModule",
     "SimulatedStringerDataModule",
@@ -36,6 +38,7 @@ __all__ = [
     "TiltGratingsDataModule",
     "load_response_file",
     "load_stringer_file",
+    "map_gratings",
     "normalise_responses",
     "simulate_stringer",
     "shift_and_flip",

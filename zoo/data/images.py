@@ -53,22 +53,24 @@ def shift_and_flip(images: torch.Tensor, max_shift: tuple[int, int] | int, fill:
     """
     if fill not in ("edge", "zeros"):
         raise ValueError(f"fill must be 'edge' or 'zeros', got {fill!r}")
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     dy, dx = (max_shift, max_shift) if isinstance(max_shift, int) else max_shift
+    if dy <= 0 and dx <= 0 and not hflip:
+        return images
     device = images.device
-    if dy > 0 or dx > 0:
-        padded = F.pad(images, (dx, dx, dy, dy), mode="replicate" if fill == "edge" else "constant")
-        top = torch.randint(0, 2 * dy + 1, (b, 1, 1), device=device, generator=generator)
-        left = torch.randint(0, 2 * dx + 1, (b, 1, 1), device=device, generator=generator)
-        rows = top + torch.arange(h, device=device).view(1, h, 1)
-        cols = left + torch.arange(w, device=device).view(1, 1, w)
-        batch = torch.arange(b, device=device).view(b, 1, 1)
-        # Advanced indices around a slice put their dimensions first: [B, H, W, C].
-        images = padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
-    if hflip:
+    padded = F.pad(images, (dx, dx, dy, dy), mode="replicate" if fill == "edge" else "constant") \
+        if dy > 0 or dx > 0 else images
+    top = torch.randint(0, 2 * dy + 1, (b, 1, 1), device=device, generator=generator)
+    left = torch.randint(0, 2 * dx + 1, (b, 1, 1), device=device, generator=generator)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    if hflip:  # a mirrored image reads its window right to left
         flip = torch.rand(b, device=device, generator=generator) < 0.5
-        images = torch.where(flip.view(b, 1, 1, 1), images.flip(-1), images)
-    return images
+        cols = torch.where(flip.view(b, 1, 1), w - 1 - cols, cols)
+    # One gather from the flattened padded image does the shift and the flip together (several times faster on
+    # CPU than advanced indexing with broadcast row/column indices).
+    index = (top + torch.arange(h, device=device).view(1, h, 1)) * (w + 2 * dx) + left + cols
+    out = padded.flatten(2).gather(2, index.view(b, 1, h * w).expand(b, c, h * w))
+    return out.view(b, c, h, w)
 
 
 class ImageClassificationDataModule(pl.LightningDataModule):
@@ -182,10 +184,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def prepare_images(self, images: torch.Tensor, train: bool = False,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 [B, 3, H, W] (or [B, 1, H, W]) -> the float batch the model sees (augmented if ``train``)."""
-        x = images.float().div_(255)
         if self.grayscale:
-            x = x.mean(1, keepdim=True)  # the paper's grayscale: plain average of R, G, B
-        elif x.shape[1] == 1:
+            # The paper's grayscale: the plain average of R, G and B (its / 3 and the / 255 in one pass).
+            x = images.float().sum(1, keepdim=True).div_(255 * images.shape[1])
+        else:
+            x = images.float().div_(255)
+        if not self.grayscale and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if train and self.augment:
             h, w = x.shape[-2:]

@@ -33,7 +33,7 @@ class TensorBatchDataset(Dataset):
 
     def __getitems__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.long)
-        return tuple(t[index] for t in self.tensors)
+        return tuple(t.index_select(0, index) for t in self.tensors)  # ~10x faster than t[index] for uint8 images
 
 
 def _batch_is_ready(batch):

@@ -8,7 +8,17 @@ from zoo.layers.hermite import (
     hermite_basis,
     rotation_matrices,
 )
+from zoo.layers.lissom import (
+    DivisiveHebbian,
+    DogLGN,
+    LissomNetwork,
+    LissomV1,
+    LocalProjection,
+    disc_offsets,
+    piecewise_sigmoid,
+)
 from zoo.layers.local import LocallyConnected2d
+from zoo.layers.noise import GaussianNoise
 from zoo.layers.readouts import (
     READOUTS,
     SpatialL1FeatureL2Readout,
@@ -21,7 +31,13 @@ from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
 __all__ = [
     "READOUTS",
+    "GaussianNoise",
     "HermiteConv2d",
+    "DivisiveHebbian",
+    "DogLGN",
+    "LissomNetwork",
+    "LissomV1",
+    "LocalProjection",
     "LocallyConnected2d",
     "RotationEquivariantCore",
     "RotationSharedBatchNorm",
@@ -36,4 +52,6 @@ __all__ = [
     "laplace_smoothness",
     "output_shape",
     "rotation_matrices",
+    "piecewise_sigmoid",
+    "disc_offsets",
 ]

@@ -3,5 +3,6 @@
 from zoo.tasks.base import Task
 from zoo.tasks.classification import ClassificationTask
 from zoo.tasks.response import ResponseTask
+from zoo.tasks.selforganizing import SelfOrganizingTask
 
-__all__ = ["Task", "ClassificationTask", "ResponseTask"]
+__all__ = ["Task", "ClassificationTask", "ResponseTask", "SelfOrganizingTask"]

@@ -1,0 +1,123 @@
+"""One LISSOM settle-and-learn step at 48 x 48: local weights (zoo.layers.lissom) against the dense-matrix
+formulation of the same model (what pylissom does: every projection a dense [units, inputs] matrix times a mask).
+
+Both start from the same weights (the dense matrices are the local weights scattered into place), see the same
+images and must end with the same weights (checked). A step = LGN, afferent drive, settling with lateral excitation
+and inhibition, Hebbian terms from the settled activity, divisive normalisation of all three projections.
+
+    OMP_NUM_THREADS=1 python bench/lissom.py [--config configs/lissom/cortex_48.yaml] [--steps 30] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from bioviz.stimuli import random_gaussian_blobs
+from zoo.layers.lissom import LocalProjection, piecewise_sigmoid
+from zoo.models import Lissom
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dense_matrix(projection: LocalProjection) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projection as a dense ``[units, C * in^2]`` matrix and its 0/1 mask (float, as pylissom keeps it)."""
+    c, n_in = projection.in_channels, projection.in_size
+    index = projection.patches(torch.arange(c * n_in * n_in, dtype=torch.float32).view(1, c, n_in, n_in) + 1)[0]
+    inside = index > 0  # padding reads 0; real inputs are numbered from 1
+    dense = torch.zeros(projection.n_units, c * n_in * n_in)
+    mask = torch.zeros_like(dense)
+    units = torch.arange(projection.n_units).expand_as(index)
+    dense[units[inside], index[inside].long() - 1] = projection.weight.detach()[inside]
+    mask[units[inside], index[inside].long() - 1] = 1.0
+    return dense, mask
+
+
+class DenseLissom:
+    """The same network with dense matrices: settling and learning as pylissom does them (but with ON/OFF kept
+    apart and learning from the settled activity, so that the two formulations compute the same thing)."""
+
+    def __init__(self, model: Lissom, alphas: dict[str, float]):
+        v1 = model.network.v1
+        self.lgn, self.v1, self.alphas = model.network.lgn, v1, alphas
+        self.weights, self.masks = {}, {}
+        for name in ("afferent", "excitatory", "inhibitory"):
+            self.weights[name], self.masks[name] = dense_matrix(getattr(v1, name))
+
+    @torch.no_grad()
+    def step(self, retina: torch.Tensor) -> None:
+        v1, w = self.v1, self.weights
+        lower, upper = v1.thresholds.tolist()
+        lgn = self.lgn(retina).flatten(1)  # [B, 2 * L^2]
+        drive = v1.gamma_a * lgn @ w["afferent"].T
+        eta = piecewise_sigmoid(drive, lower, upper)
+        for _ in range(int(v1.settling_steps)):
+            lateral = v1.gamma_e * eta @ w["excitatory"].T - v1.gamma_i * eta @ w["inhibitory"].T
+            eta = piecewise_sigmoid(drive + lateral, lower, upper)
+        for name, pre in (("afferent", lgn), ("excitatory", eta), ("inhibitory", eta)):
+            weight = w[name]
+            weight.addmm_(eta.T, pre, alpha=self.alphas[name] / len(eta))  # outer products summed over the batch
+            weight.mul_(self.masks[name])
+            weight.div_(weight.sum(1, keepdim=True))
+
+
+def timed(fn, images) -> list[float]:
+    times = []
+    for image in images:
+        start = time.perf_counter()
+        fn(image)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "lissom" / "cortex_48.yaml"))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    data, init = config["data"]["init_args"], config["model"]["init_args"]
+    size = data["image_size"]
+    torch.manual_seed(0)
+    model = Lissom(in_shape=[1, size, size], **{k: v for k, v in init.items()})
+    optimizer = model.configure_optimizers()
+    alphas = optimizer.alphas()
+    dense = DenseLissom(model, alphas)
+    images = random_gaussian_blobs(args.steps * args.batch, (size, size), data["n_blobs"], data["blob_sigma"],
+                                   seed=1).view(args.steps, args.batch, 1, size, size)
+
+    def local_step(image):
+        _, terms = model.network.hebbian_terms(image, alphas)
+        optimizer.step(terms=terms)
+
+    local_times = timed(local_step, images)
+    dense_times = timed(dense.step, images)
+    # Same model, same images: the same weights after every step (checked at the end).
+    for name, local_weight in model.network.projections().items():
+        scattered, _ = dense_matrix(local_weight)
+        error = (scattered - dense.weights[name]).abs().max().item()
+        assert error < 1e-5, f"{name}: the formulations disagree by {error}"
+
+    local_ms, dense_ms = (1e3 * statistics.median(t[2:]) for t in (local_times, dense_times))
+    local_mb = sum(p.weight.numel() for p in model.network.projections().values()) * 4 / 2**20
+    dense_mb = sum(w.numel() for w in dense.weights.values()) * 4 / 2**20
+    mask_mb = sum(m.numel() for m in dense.masks.values()) * 4 / 2**20
+    n = model.sheet_shape[0]
+    print(f"LISSOM settle-and-learn step, V1 {n}x{n}, retina {size}x{size}, batch {args.batch}, "
+          f"{int(model.network.v1.settling_steps)} settling steps, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); median of {args.steps - 2} steps")
+    print(f"{'formulation':<28}{'ms/step':>10}{'weights MB':>12}{'+ masks MB':>12}")
+    print(f"{'local (zoo.layers.lissom)':<28}{local_ms:>10.1f}{local_mb:>12.1f}{0.0:>12.1f}")
+    print(f"{'dense matrix + mask':<28}{dense_ms:>10.1f}{dense_mb:>12.1f}{mask_mb:>12.1f}")
+    print(f"speed-up {dense_ms / local_ms:.1f}x, weight memory {dense_mb / local_mb:.1f}x less "
+          f"({(dense_mb + mask_mb) / local_mb:.1f}x counting the masks); weights agree after {args.steps} steps")
+
+
+if __name__ == "__main__":
+    main()

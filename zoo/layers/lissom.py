@@ -1,0 +1,391 @@
+"""LISSOM (Miikkulainen, Bednar, Choe & Sirosh 2005): retina -> LGN ON/OFF -> V1 with lateral interactions, learning
+by Hebbian adaptation with divisive normalisation. No backprop: everything here runs under ``torch.no_grad``.
+
+Sheets are square grids of units. A unit of a sheet of size N at row i sits at ``(i + 0.5) / N`` of the sheet, so
+sheets of different densities cover the same area and a V1 unit's afferent field is centred on the LGN unit nearest
+its own position (snapped to the grid, as in Topographica).
+
+``LocalProjection`` stores only the weights inside each unit's connective radius: ``weight[k, u]`` is the weight from
+disc offset ``k`` (of ``K`` offsets with ``dy^2 + dx^2 <= r^2``, per input channel) to unit ``u``. A 48 x 48 sheet
+with an inhibitory radius of 11 stores 377 weights per unit instead of 2304 (a dense matrix with a mask, as in
+pylissom). Input outside the sheet reads as zero, so the weights there start at zero and Hebbian learning never
+makes them grow (the presynaptic activity is zero).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "disc_offsets",
+    "piecewise_sigmoid",
+    "sheet_centres",
+    "LocalProjection",
+    "DogLGN",
+    "LissomV1",
+    "DivisiveHebbian",
+    "HebbianTerm",
+    "LissomNetwork",
+]
+
+
+def piecewise_sigmoid(x: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
+    """LISSOM's activation: 0 below ``lower``, 1 above ``upper``, linear in between."""
+    if not upper > lower:
+        raise ValueError(f"the sigmoid's upper threshold ({upper}) must be above its lower one ({lower})")
+    return ((x - lower) / (upper - lower)).clamp(0.0, 1.0)
+
+
+def disc_offsets(radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer offsets ``(dy, dx)`` with ``dy^2 + dx^2 <= radius^2`` in raster order; always includes (0, 0)."""
+    if radius < 0:
+        raise ValueError(f"a connective radius must be >= 0, got {radius}")
+    r = int(math.floor(radius))
+    dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    inside = (dy**2 + dx**2) <= radius**2 + 1e-9
+    return dy[inside], dx[inside]
+
+
+def sheet_centres(in_size: int, out_size: int) -> torch.Tensor:
+    """Index of the input unit nearest to each output unit's position, for sheets covering the same area."""
+    position = (torch.arange(out_size, dtype=torch.float64) + 0.5) * in_size / out_size - 0.5
+    return torch.floor(position + 0.5).long().clamp(0, in_size - 1)
+
+
+class LocalProjection(nn.Module):
+    """Connections from a ``[in_channels, in_size, in_size]`` sheet to a ``[out_size, out_size]`` sheet, each unit
+    connected to the input units within ``radius`` (input units) of its retinotopic centre. The output sheet covers
+    the input sheet less ``border`` units on each side (a border gives the edge units whole receptive fields).
+
+    ``weight`` ``[in_channels * K, out_size^2]``: Gaussian ``exp(-d^2 / 2 sigma^2)`` times uniform noise in [0, 1)
+    (``noise=False``: the plain Gaussian), zero outside the input sheet, each unit's column summing to 1 over all
+    channels (joint normalisation of ON and OFF afferents). ``radius`` is a buffer: ``shrink(r)`` cuts the
+    connections beyond ``r`` and renormalises (LISSOM's shrinking lateral excitation), so the storage keeps the
+    initial disc and a checkpoint restores the current radius.
+    """
+
+    def __init__(self, in_channels: int, in_size: int, out_size: int, radius: float, sigma: float,
+                 noise: bool = True, generator: torch.Generator | None = None, border: int = 0):
+        super().__init__()
+        if min(in_channels, in_size, out_size) < 1:
+            raise ValueError(f"in_channels, in_size and out_size must be >= 1, got {in_channels}, {in_size}, "
+                             f"{out_size}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        if not 0 <= 2 * border < in_size:
+            raise ValueError(f"border ({border}) must leave part of the {in_size}-unit input sheet uncovered")
+        self.in_channels, self.in_size, self.out_size = in_channels, in_size, out_size
+        self.reach = int(math.floor(radius))  # the input is zero-padded by this much
+        span = 2 * self.reach + 1
+        dy, dx = disc_offsets(radius)
+        self.n_offsets = len(dy)
+        centres = border + sheet_centres(in_size - 2 * border, out_size)
+        # Gathering: for each row offset dy, the units' input rows, and within them the contiguous dx range of the
+        # disc, are strided views of the (column-expanded) padded input, copied once into [K, units].
+        self.row_widths = [int(math.floor(math.sqrt(max(radius**2 - a * a, 0.0) + 1e-9)))
+                           for a in range(-self.reach, self.reach + 1)]
+        self.identity_map = in_size == out_size and border == 0
+        self.register_buffer("centres", centres, persistent=False)
+        self.register_buffer("column_index", (torch.arange(span)[:, None] + centres[None, :]).flatten(),
+                             persistent=False)
+        self.register_buffer("disc_rows", (dy + self.reach) * span + (dx + self.reach), persistent=False)
+        self.register_buffer("distance", torch.sqrt((dy**2 + dx**2).double()).float().repeat(in_channels),
+                             persistent=False)
+        self.register_buffer("radius", torch.tensor(float(radius)))
+        weight = torch.exp(-self.distance[:, None] ** 2 / (2 * sigma**2)).expand(-1, out_size**2).clone()
+        if noise:
+            weight *= torch.rand(weight.shape, generator=generator)
+        ones = torch.ones(1, in_channels, in_size, in_size)
+        weight *= self.patches(ones)[0]  # no connections from outside the input sheet
+        self.weight = nn.Parameter(weight / weight.sum(0, keepdim=True))
+
+    @property
+    def n_units(self) -> int:
+        return self.out_size**2
+
+    def connected(self) -> torch.Tensor:
+        """``[in_channels * K]`` bool: the offsets within the current radius."""
+        return self.distance <= self.radius + 1e-6
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """The input each unit sees: ``x`` ``[B, C, in, in]`` -> ``[B, C * K, out^2]`` (zeros outside the sheet)."""
+        b, c, h, w = x.shape
+        if c != self.in_channels or h != self.in_size or w != self.in_size:
+            raise ValueError(f"{type(self).__name__} expects input [B, {self.in_channels}, {self.in_size}, "
+                             f"{self.in_size}], got {list(x.shape)}")
+        n, r, span = self.out_size, self.reach, 2 * self.reach + 1
+        padded = F.pad(x, (r,) * 4)
+        out = x.new_empty(b, c, self.n_offsets, n, n)
+        if self.identity_map:  # unit (i, j) reads padded[i + r + dy, j + r + dx]
+            size = padded.shape[-1]
+            view = padded.as_strided((b, c, span, span, n, n),
+                                     (c * size * size, size * size, size, 1, size, 1))
+        else:  # expanded[..., y, s, j] = padded[..., y, centre_j + s]; rows picked per dy below
+            view = padded.index_select(3, self.column_index).view(b, c, -1, span, n)
+        k = 0
+        for dy, width in zip(range(-r, r + 1), self.row_widths, strict=True):
+            cols = slice(r - width, r + width + 1)
+            if self.identity_map:
+                out[:, :, k:k + 2 * width + 1] = view[:, :, dy + r, cols]
+            else:
+                rows = view.index_select(2, self.centres + dy + r)  # [B, C, n, span, n]
+                out[:, :, k:k + 2 * width + 1] = rows[:, :, :, cols].transpose(2, 3)
+            k += 2 * width + 1
+        return out.view(b, c * self.n_offsets, n * n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Weighted input of every unit: ``[B, C, in, in]`` -> ``[B, out^2]``."""
+        return (self.patches(x) * self.weight).sum(1)
+
+    @torch.no_grad()
+    def shrink(self, radius: float) -> None:
+        """Cut the connections beyond ``radius`` (never grows back) and renormalise each unit's weights."""
+        if radius >= float(self.radius):
+            return
+        self.radius.fill_(radius)
+        self.weight.mul_(self.connected()[:, None])
+        self.weight.div_(self.weight.sum(0, keepdim=True).clamp_min(1e-30))
+
+    def weight_fields(self) -> torch.Tensor:
+        """Each unit's weights laid out on its ``span x span`` box: ``[out^2, C, span, span]`` (for pictures)."""
+        span = 2 * self.reach + 1
+        out = self.weight.new_zeros(self.in_channels, span * span, self.n_units)
+        out[:, self.disc_rows] = self.weight.view(self.in_channels, self.n_offsets, -1)
+        return out.permute(2, 0, 1).reshape(self.n_units, self.in_channels, span, span)
+
+
+class DogLGN(nn.Module):
+    """LGN ON and OFF sheets: difference-of-Gaussians receptive fields (ON: centre minus surround, OFF: the
+    reverse), each Gaussian cut at ``radius`` (a square of side ``2 radius + 1``, where the Gaussians are separable:
+    at the usual 4.7 surround sigmas a disc would cut only values below 2e-5 of the peak) and normalised to sum 1,
+    times ``strength``, through a piecewise-linear sigmoid (``lower``, ``upper``). The LGN has the retina's density.
+    Returns ``[B, 2, H, W]``: channel 0 ON, 1 OFF, kept apart all the way into V1 (summing them, as pylissom does,
+    loses the polarity).
+    """
+
+    def __init__(self, sigma_center: float, sigma_surround: float, radius: float, strength: float = 2.33,
+                 lower: float = 0.0, upper: float = 1.0):
+        super().__init__()
+        if not 0 < sigma_center < sigma_surround:
+            raise ValueError(f"need 0 < sigma_center < sigma_surround, got {sigma_center}, {sigma_surround}")
+        self.strength, self.lower, self.upper = strength, lower, upper
+        d = torch.arange(-int(radius), int(radius) + 1, dtype=torch.float64)
+        profiles = torch.stack([torch.exp(-d**2 / (2 * s**2)) for s in (sigma_center, sigma_surround)])
+        # [2 (centre, surround), 1, k]: 1-D profiles each summing to 1, so their outer products do too.
+        self.register_buffer("profiles", (profiles / profiles.sum(1, keepdim=True))[:, None].float(),
+                             persistent=False)
+        self._blur_cache: dict = {}
+
+    def kernel(self) -> torch.Tensor:
+        """The ON receptive field ``[k, k]`` (the OFF one is its negative)."""
+        p = self.profiles[:, 0]
+        return torch.outer(p[0], p[0]) - torch.outer(p[1], p[1])
+
+    def linear(self, retina: torch.Tensor) -> torch.Tensor:
+        """The DoG responses before the sigmoid, ``[B, 2, H, W]`` (retina outside the image reads as 0)."""
+        if retina.ndim != 4 or retina.shape[1] != 1:
+            raise ValueError(f"the retina must be grey images [B, 1, H, W], got {list(retina.shape)}")
+        rows, cols = (self._blur_matrices(n, retina) for n in retina.shape[-2:])
+        blurred = rows @ retina @ cols.transpose(1, 2)  # [B, 2, H, W]: separable blurs as two small matmuls
+        on = self.strength * (blurred[:, :1] - blurred[:, 1:])
+        return torch.cat([on, -on], 1)
+
+    def _blur_matrices(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """``[2, n, n]``: row i holds each 1-D profile centred on i (zero padding beyond the image); cached."""
+        key = (n, like.device, like.dtype)
+        if key not in self._blur_cache:
+            self._blur_cache[key] = self._make_blur_matrices(n, like)
+        return self._blur_cache[key]
+
+    def _make_blur_matrices(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        pad = self.profiles.shape[-1] // 2
+        offset = torch.arange(n, device=like.device)[None, :] - torch.arange(n, device=like.device)[:, None] + pad
+        inside = (offset >= 0) & (offset <= 2 * pad)
+        profiles = self.profiles[:, 0].to(like.dtype)
+        return torch.where(inside, profiles[:, offset.clamp(0, 2 * pad)], torch.zeros((), dtype=like.dtype,
+                                                                                         device=like.device))
+
+    def forward(self, retina: torch.Tensor) -> torch.Tensor:
+        return piecewise_sigmoid(self.linear(retina), self.lower, self.upper)
+
+
+class LissomV1(nn.Module):
+    """V1: afferent input from the LGN's ON and OFF channels (one jointly normalised projection), then settling with
+    lateral excitation and inhibition:
+
+        s = gamma_a * A(lgn);  eta = sigma(s);  repeat settling_steps: eta = sigma(s + gamma_e E(eta) - gamma_i I(eta))
+
+    ``lower``, ``upper`` (the sigmoid's thresholds) and ``settling_steps`` are buffers, so a checkpoint keeps the
+    values a training schedule reached. The lateral projections are combined into one set of weights on the
+    inhibitory disc (the excitatory disc lies inside it), so each settling step gathers the activity once.
+    """
+
+    def __init__(self, lgn_size: int, size: int, afferent_radius: float, afferent_sigma: float,
+                 excitatory_radius: float, excitatory_sigma: float, inhibitory_radius: float,
+                 inhibitory_sigma: float, gamma_a: float = 1.0, gamma_e: float = 0.9, gamma_i: float = 0.9,
+                 lower: float = 0.083, upper: float = 0.633, settling_steps: int = 9,
+                 generator: torch.Generator | None = None, lgn_border: int = 0):
+        super().__init__()
+        if excitatory_radius >= inhibitory_radius:
+            raise ValueError(f"the lateral excitatory radius ({excitatory_radius}) must be smaller than the "
+                             f"inhibitory one ({inhibitory_radius})")
+        self.size, self.gamma_a, self.gamma_e, self.gamma_i = size, gamma_a, gamma_e, gamma_i
+        self.afferent = LocalProjection(2, lgn_size, size, afferent_radius, afferent_sigma, generator=generator,
+                                        border=lgn_border)
+        self.excitatory = LocalProjection(1, size, size, excitatory_radius, excitatory_sigma, noise=False)
+        self.inhibitory = LocalProjection(1, size, size, inhibitory_radius, inhibitory_sigma, generator=generator)
+        # Rows of the inhibitory disc that hold the excitatory offsets.
+        ey, ex = disc_offsets(excitatory_radius)
+        iy, ix = disc_offsets(inhibitory_radius)
+        lookup = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(iy, ix, strict=True))}
+        self.register_buffer("excitatory_rows", torch.tensor([lookup[(int(a), int(b))] for a, b in zip(ey, ex,
+                                                                                                     strict=True)]),
+                             persistent=False)
+        # For sparse activity (one image): presynaptic unit v reaches unit v - offset_k; outside the sheet -> slot n^2.
+        n = size
+        vy, vx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
+        inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
+        self.register_buffer("lateral_targets", torch.where(inside, ty * n + tx, n * n), persistent=False)
+        self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
+        self.register_buffer("thresholds", torch.tensor([lower, upper]))
+        self.register_buffer("settling_steps", torch.tensor(int(settling_steps)))
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        lower, upper = self.thresholds.tolist()
+        return piecewise_sigmoid(x, lower, upper)
+
+    def lateral_weights(self) -> torch.Tensor:
+        """``gamma_e E - gamma_i I`` on the inhibitory disc, ``[K_I, units]``."""
+        combined = -self.gamma_i * self.inhibitory.weight
+        return combined.index_add(0, self.excitatory_rows, self.gamma_e * self.excitatory.weight)
+
+    def settle(self, lgn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Settled activity ``[B, units]`` and the afferent patches ``[B, 2 * K_A, units]`` it was driven by."""
+        patches = self.afferent.patches(lgn)
+        drive = self.gamma_a * (patches * self.afferent.weight).sum(1)
+        eta = self.activation(drive)
+        lateral = self.lateral_weights()
+        for _ in range(int(self.settling_steps)):
+            eta = self.activation(drive + self.lateral_input(eta, lateral))
+        return eta, patches
+
+    def lateral_input(self, eta: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+        """``sum_k lateral[k, u] eta[u + offset_k]`` for every unit u, ``[B, units]``. For one image with sparse
+        activity, the active units scatter their outgoing weights (work in proportion to the active units);
+        otherwise every unit gathers its disc."""
+        units = eta.shape[1]
+        active = eta[0].nonzero().squeeze(1) if len(eta) == 1 else None
+        if active is None or len(active) > self.sparse_below * units:
+            return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral).sum(1)
+        targets = self.lateral_targets.index_select(0, active)  # [m, K]
+        offsets = torch.arange(targets.shape[1], device=eta.device) * units
+        weights = lateral.view(-1).index_select(0, (offsets + targets.clamp(max=units - 1)).flatten())
+        values = weights.view_as(targets) * eta[0].index_select(0, active)[:, None]
+        out = eta.new_zeros(units + 1).index_add_(0, targets.flatten(), values.flatten())
+        return out[:units].unsqueeze(0)
+
+    def forward(self, lgn: torch.Tensor) -> torch.Tensor:
+        return self.settle(lgn)[0].view(-1, 1, self.size, self.size)
+
+
+class HebbianTerm(NamedTuple):
+    """The Hebbian term of a projection for the units that responded: ``values[:, i]`` belongs to unit
+    ``units[i]``; every other unit's term is zero."""
+
+    units: torch.Tensor
+    values: torch.Tensor
+
+    def dense(self, n_units: int) -> torch.Tensor:
+        """``[K, n_units]`` with zeros for the units that did not respond."""
+        out = self.values.new_zeros(self.values.shape[0], n_units)
+        return out.index_copy_(1, self.units, self.values)
+
+    @classmethod
+    def from_dense(cls, term: torch.Tensor) -> HebbianTerm:
+        return cls(torch.arange(term.shape[1], device=term.device), term)
+
+
+class DivisiveHebbian(torch.optim.Optimizer):
+    """The LISSOM learning rule as an optimiser: ``w' = (w + alpha x eta) / sum(w + alpha x eta)``.
+
+    One parameter group per projection (``name``; ``lr``: the learning rate per unit, spread over its connections:
+    ``alpha = lr / connections`` within the current radius, Topographica's convention, so the rate does not depend on
+    the density). ``term`` makes the Hebbian term, ``alpha`` times the presynaptic input of each connection times
+    the *settled* postsynaptic activity, averaged over the batch; ``step(terms={name: term})`` adds the terms and
+    renormalises each unit's connections (those within the projection's current radius) to sum 1. Between the
+    two, DDP processes average their terms so that all keep identical weights. LISSOM's activity is sparse: a term
+    covers only the units that responded (``HebbianTerm``); the others keep their weights, as the rule gives them.
+    """
+
+    def __init__(self, projections: dict[str, LocalProjection], lrs: dict[str, float]):
+        self.projections = dict(projections)
+        groups = [{"params": [p.weight], "name": name, "lr": float(lrs[name])} for name, p in projections.items()]
+        super().__init__(groups, defaults={})
+
+    def alphas(self) -> dict[str, float]:
+        """Learning rate per connection of each projection."""
+        return {g["name"]: g["lr"] / self.connections(g["name"]) for g in self.param_groups}
+
+    def connections(self, name: str) -> int:
+        return int(self.projections[name].connected().sum())
+
+    @staticmethod
+    def term(pre_patches: torch.Tensor, post: torch.Tensor, alpha: float) -> HebbianTerm:
+        """``pre_patches`` ``[B, K, units]``, ``post`` ``[B, units]`` -> the term of the units with ``post != 0``."""
+        units = (post != 0).any(0).nonzero().squeeze(1)
+        values = torch.einsum("bka,ba->ka", pre_patches.index_select(2, units), post.index_select(1, units))
+        return HebbianTerm(units, values.mul_(alpha / len(post)))
+
+    @torch.no_grad()
+    def step(self, closure=None, terms: dict[str, HebbianTerm] | None = None):
+        loss = closure() if closure is not None else None
+        if terms is None:
+            raise ValueError("DivisiveHebbian.step needs terms={projection name: HebbianTerm}")
+        unknown = set(terms) - set(self.projections)
+        if unknown:
+            raise ValueError(f"no projection named {sorted(unknown)}; known: {sorted(self.projections)}")
+        for name, (units, values) in terms.items():
+            if not len(units):
+                continue
+            projection = self.projections[name]
+            weight = projection.weight.index_select(1, units).add_(values)
+            weight.mul_(projection.connected()[:, None])
+            projection.weight.index_copy_(1, units, weight.div_(weight.sum(0, keepdim=True).clamp_min(1e-30)))
+        return loss
+
+
+class LissomNetwork(nn.Module):
+    """Retina ``[B, 1, R, R]`` -> ``DogLGN`` -> ``LissomV1``; ``forward`` returns V1's settled activity
+    ``[B, 1, N, N]``. ``hebbian_terms`` settles and returns the Hebbian terms of the three V1 projections, which
+    ``DivisiveHebbian(network.projections(), lrs).step(terms=...)`` applies."""
+
+    def __init__(self, lgn: DogLGN, v1: LissomV1):
+        super().__init__()
+        self.lgn, self.v1 = lgn, v1
+
+    @torch.no_grad()
+    def forward(self, retina: torch.Tensor) -> torch.Tensor:
+        return self.v1(self.lgn(retina))
+
+    @torch.no_grad()
+    def hebbian_terms(self, retina: torch.Tensor, alphas: dict[str, float]) -> tuple[torch.Tensor, dict]:
+        """Settle on ``retina``; return (settled activity ``[B, units]``, {projection name: Hebbian term}) for
+        ``alphas`` = {"afferent", "excitatory", "inhibitory": learning rate per connection}."""
+        v1 = self.v1
+        eta, afferent_patches = v1.settle(self.lgn(retina))
+        lateral_patches = v1.inhibitory.patches(eta.view(-1, 1, v1.size, v1.size))
+        term = DivisiveHebbian.term
+        return eta, {
+            "afferent": term(afferent_patches, eta, alphas["afferent"]),
+            "excitatory": term(lateral_patches.index_select(1, v1.excitatory_rows), eta, alphas["excitatory"]),
+            "inhibitory": term(lateral_patches, eta, alphas["inhibitory"]),
+        }
+
+    def projections(self) -> dict[str, LocalProjection]:
+        return {"afferent": self.v1.afferent, "excitatory": self.v1.excitatory, "inhibitory": self.v1.inhibitory}

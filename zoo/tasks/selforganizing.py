@@ -1,0 +1,168 @@
+"""Self-organising maps trained by Hebbian learning (no backprop), measured by their orientation maps.
+
+Training batches are ``(images,)``. Each step settles the network on the batch, computes the Hebbian terms from the
+settled activity, averages them across DDP processes (so every process keeps the same weights), and applies them
+with the model's ``DivisiveHebbian`` optimiser (manual optimisation: ``global_step`` counts Hebbian updates).
+
+Validation batches are sine gratings ``(images, orientation, phase, frequency)`` (degrees, degrees,
+cycles/pixel). At the end of validation the responses give each unit's tuning curve (max over phase, best
+frequency), and ``bioviz.tuning`` turns them into the orientation map. Logged: ``val/selectivity`` (mean normalised
+vector magnitude, the monitored metric), ``val/pinwheel_density`` (pinwheels per squared column spacing; ~pi in
+cortex), ``val/column_spacing`` (pixels), ``val/preference_uniformity`` (entropy of the preference histogram in 12
+bins over its maximum: 1 = uniform), and, on a TensorBoard logger, the orientation map and the model's weight picture
+(``weight_picture``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from bioviz.plot import orientation_map_rgb
+from bioviz.tuning import orientation_map, pinwheel_density
+from zoo.tasks.base import Task
+
+__all__ = ["SelfOrganizingTask", "MapMeasurement", "measure_map", "preference_uniformity"]
+
+
+def preference_uniformity(preference: torch.Tensor, bins: int = 12) -> float:
+    """Entropy of the histogram of preferences (degrees, [0, 180)) in ``bins`` bins over log(bins): 1 = uniform."""
+    counts = torch.histc(preference.double().flatten() % 180, bins=bins, min=0, max=180)
+    p = counts / counts.sum()
+    p = p[p > 0]
+    return float(-(p * p.log()).sum() / math.log(bins))
+
+
+class MapMeasurement:
+    """Orientation map of a sheet from grating responses: ``preference``, ``selectivity`` ``[H, W]`` and the
+    summary numbers (``selectivity_mean``, ``uniformity``, ``pinwheels``: a ``bioviz.tuning.Pinwheels``)."""
+
+    def __init__(self, preference: torch.Tensor, selectivity: torch.Tensor):
+        self.preference, self.selectivity = preference, selectivity
+        self.selectivity_mean = float(selectivity.mean())
+        self.uniformity = preference_uniformity(preference)
+        try:
+            self.pinwheels = pinwheel_density(preference, selectivity)
+        except ValueError:  # a uniform (untuned) map has no columns
+            self.pinwheels = None
+
+
+def measure_map(responses: torch.Tensor, orientation: torch.Tensor, phase: torch.Tensor, frequency: torch.Tensor,
+                sheet_shape: tuple[int, int]) -> MapMeasurement:
+    """``responses`` ``[n, units]`` to gratings with the given ``orientation``, ``phase``, ``frequency`` (each
+    ``[n]``): each unit's curve is the max over phase at its best frequency (the one with its largest response)."""
+    orientations, o_index = torch.unique(orientation.double(), return_inverse=True)
+    _, f_index = torch.unique(frequency.double(), return_inverse=True)
+    n_f, n_o, n_p = int(f_index.max()) + 1, len(orientations), len(torch.unique(phase.double()))
+    spacing = 180.0 / n_o
+    if len(responses) != n_f * n_o * n_p or not torch.allclose(orientations, orientations[0] + spacing *
+                                                               torch.arange(n_o, dtype=torch.float64)):
+        raise ValueError(f"an orientation map needs the whole set of gratings, evenly spaced over 180 degrees; got "
+                         f"{len(responses)} responses at orientations {orientations.tolist()}. Do not limit the "
+                         f"validation/test batches below the whole set.")
+    curves = responses.new_full((n_f * n_o, responses.shape[1]), -math.inf)
+    index = (f_index * n_o + o_index)[:, None].expand_as(responses)
+    curves = curves.scatter_reduce(0, index, responses, reduce="amax").view(n_f, n_o, -1)
+    if torch.isinf(curves).any():
+        raise ValueError("the gratings do not cover every orientation at every frequency")
+    best = curves.amax(1, keepdim=True).argmax(0, keepdim=True).expand(1, n_o, -1)
+    curves = curves.gather(0, best)[0].T  # [units, O]
+    sheet = orientation_map(curves, orientations, sheet_shape=sheet_shape)
+    return MapMeasurement(sheet.preference, sheet.selectivity)
+
+
+class SelfOrganizingTask(Task):
+    """Base for Hebbian self-organising models.
+
+    Subclasses build ``self.network`` with ``hebbian_terms(images, alphas) -> (activity, {name: term})`` and
+    ``projections()``, set ``sheet_shape`` (H, W), implement ``configure_optimizers`` (a ``DivisiveHebbian``),
+    ``forward`` (the sheet's activity ``[B, 1, H, W]``) and ``weight_picture`` (an RGB array for TensorBoard),
+    and may override ``before_step(step, optimizer)`` to apply a schedule.
+    """
+
+    monitor = "val/selectivity"
+    monitor_mode = "max"
+    sheet_shape: tuple[int, int]
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+        self.last_map: MapMeasurement | None = None
+
+    def before_step(self, step: int, optimizer) -> None:
+        """Called before every Hebbian update with the number of updates done so far."""
+
+    def weight_picture(self) -> np.ndarray | None:
+        return None
+
+    def training_step(self, batch, batch_idx):
+        images = batch[0]
+        self.check_images(images)
+        optimizer = self.optimizers()
+        self.before_step(self.global_step, optimizer.optimizer)
+        activity, terms = self.network.hebbian_terms(images, optimizer.optimizer.alphas())
+        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            for name, term in terms.items():  # identical updates on every process
+                n_units = self.network.projections()[name].n_units
+                dense = term.dense(n_units)
+                dist.all_reduce(dense)
+                terms[name] = type(term).from_dense(dense.div_(self.trainer.world_size))
+        optimizer.step(terms=terms)
+        self.log("train/activity", activity.mean(), prog_bar=True, batch_size=len(images))
+        self.log("train/active_fraction", (activity > 0).float().mean(), batch_size=len(images))
+
+    def on_validation_epoch_start(self):
+        self._val_outputs = []
+
+    def on_test_epoch_start(self):
+        self._val_outputs = []
+
+    def validation_step(self, batch, batch_idx):
+        images, orientation, phase, frequency = batch
+        self.check_images(images)
+        responses = self(images).flatten(1)
+        self._val_outputs.append((responses.float().cpu(), orientation.cpu(), phase.cpu(), frequency.cpu()))
+
+    def test_step(self, batch, batch_idx):
+        self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
+    def on_validation_epoch_end(self):
+        self._log_map("val")
+
+    def on_test_epoch_end(self):
+        self._log_map("test")
+
+    def _log_map(self, stage: str) -> None:
+        if not self._val_outputs or self.trainer.sanity_checking:  # the sanity check sees only part of the set
+            return
+        responses, orientation, phase, frequency = (torch.cat(parts) for parts in zip(*self._val_outputs,
+                                                                                       strict=True))
+        self._val_outputs = []
+        result = measure_map(responses, orientation, phase, frequency, self.sheet_shape)
+        self.last_map = result
+        # Every process measured the same gratings with the same weights: the values agree.
+        self.log(f"{stage}/selectivity", result.selectivity_mean, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/preference_uniformity", result.uniformity, sync_dist=True)
+        if result.pinwheels is not None:
+            self.log(f"{stage}/pinwheel_density", result.pinwheels.density, prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/column_spacing", result.pinwheels.column_spacing, sync_dist=True)
+        writer = getattr(self.logger, "experiment", None) if self.logger is not None else None
+        if self.trainer.is_global_zero and hasattr(writer, "add_image"):
+            step = self.global_step
+            writer.add_image(f"{stage}/orientation_map", orientation_map_rgb(result.preference, result.selectivity),
+                             step, dataformats="HWC")
+            writer.add_histogram(f"{stage}/preference", result.preference.flatten(), step,
+                                 bins=np.linspace(0, 180, 19))
+            picture = self.weight_picture()
+            if picture is not None:
+                writer.add_image(f"{stage}/afferent_weights", picture, step, dataformats="HWC")
+
+    def configure_optimizers(self):
+        raise NotImplementedError("a self-organising model returns its DivisiveHebbian optimiser")
