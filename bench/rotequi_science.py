@@ -3,7 +3,8 @@ simulated population whose neurons are rotated copies of a few feature types (co
 
 Each model is trained and tested with the real command line (``bioviz fit`` then ``bioviz test --ckpt_path best``)
 in its own process, ``--jobs`` at a time; the table lists test correlation (of the checkpoint with the best
-validation loss), the oracles, parameters (core and total), the step of that checkpoint and the wall time of ``fit``. Every model gets the same schedule (``--patience``, ``--val_steps``) and step cap.
+validation loss), the oracles, parameters (core and total), the step of that checkpoint and the wall time of
+``fit``. Every model gets the same schedule (``--patience``, ``--val_steps``) and step cap (``--max_steps``).
 
     OMP_NUM_THREADS=1 python bench/rotequi_science.py --out science_runs --jobs 2
 """
