@@ -6,6 +6,10 @@ images and must end with the same weights (checked). A step = LGN, afferent driv
 and inhibition, Hebbian terms from the settled activity, divisive normalisation of all three projections.
 
     OMP_NUM_THREADS=1 python bench/lissom.py [--config configs/lissom/cortex_48.yaml] [--steps 30] [--batch 1]
+        [--checkpoint runs/lissom_cortex_48/version_0/checkpoints/last.ckpt]
+
+Without ``--checkpoint`` the step is timed on the untrained model (broad activity: settling gathers every disc);
+with it, on trained weights and the schedule state they reached (sparse activity: the active units scatter).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def dense_matrix(projection: LocalProjection) -> tuple[torch.Tensor, torch.Tenso
     """The projection as a dense ``[units, C * in^2]`` matrix and its 0/1 mask (float, as pylissom keeps it)."""
     c, n_in = projection.in_channels, projection.in_size
     index = projection.patches(torch.arange(c * n_in * n_in, dtype=torch.float32).view(1, c, n_in, n_in) + 1)[0]
-    inside = index > 0  # padding reads 0; real inputs are numbered from 1
+    inside = (index > 0) & projection.connected()[:, None]  # padding reads 0; inputs are numbered from 1
     dense = torch.zeros(projection.n_units, c * n_in * n_in)
     mask = torch.zeros_like(dense)
     units = torch.arange(projection.n_units).expand_as(index)
@@ -80,21 +84,30 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "lissom" / "cortex_48.yaml"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--checkpoint", type=Path, help="time the step on these trained weights")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
     data, init = config["data"]["init_args"], config["model"]["init_args"]
     size = data["image_size"]
     torch.manual_seed(0)
-    model = Lissom(in_shape=[1, size, size], **{k: v for k, v in init.items()})
+    if args.checkpoint:
+        model = Lissom.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    else:
+        model = Lissom(in_shape=[1, size, size], **init)
     optimizer = model.configure_optimizers()
+    if args.checkpoint:  # the learning rates the schedule had reached
+        model.before_step(torch.load(args.checkpoint, weights_only=False)["global_step"], optimizer)
     alphas = optimizer.alphas()
     dense = DenseLissom(model, alphas)
     images = random_gaussian_blobs(args.steps * args.batch, (size, size), data["n_blobs"], data["blob_sigma"],
                                    seed=1).view(args.steps, args.batch, 1, size, size)
 
+    activity = []
+
     def local_step(image):
-        _, terms = model.network.hebbian_terms(image, alphas)
+        eta, terms = model.network.hebbian_terms(image, alphas)
         optimizer.step(terms=terms)
+        activity.append(float((eta > 0).float().mean()))
 
     local_times = timed(local_step, images)
     dense_times = timed(dense.step, images)
@@ -104,14 +117,17 @@ def main() -> None:
         error = (scattered - dense.weights[name]).abs().max().item()
         assert error < 1e-5, f"{name}: the formulations disagree by {error}"
 
+    active = statistics.mean(activity)
     local_ms, dense_ms = (1e3 * statistics.median(t[2:]) for t in (local_times, dense_times))
     local_mb = sum(p.weight.numel() for p in model.network.projections().values()) * 4 / 2**20
     dense_mb = sum(w.numel() for w in dense.weights.values()) * 4 / 2**20
     mask_mb = sum(m.numel() for m in dense.masks.values()) * 4 / 2**20
     n = model.sheet_shape[0]
-    print(f"LISSOM settle-and-learn step, V1 {n}x{n}, retina {size}x{size}, batch {args.batch}, "
+    weights = f"trained weights ({args.checkpoint})" if args.checkpoint else "untrained weights"
+    print(f"LISSOM settle-and-learn step, V1 {n}x{n}, retina {size}x{size}, batch {args.batch}, {weights}, "
           f"{int(model.network.v1.settling_steps)} settling steps, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); median of {args.steps - 2} steps")
+          f"{torch.get_num_threads()} thread(s); median of {args.steps - 2} steps; V1 active fraction "
+          f"{active:.3f}")
     print(f"{'formulation':<28}{'ms/step':>10}{'weights MB':>12}{'+ masks MB':>12}")
     print(f"{'local (zoo.layers.lissom)':<28}{local_ms:>10.1f}{local_mb:>12.1f}{0.0:>12.1f}")
     print(f"{'dense matrix + mask':<28}{dense_ms:>10.1f}{dense_mb:>12.1f}{mask_mb:>12.1f}")

@@ -54,14 +54,16 @@ def get_tensor(model: nn.Module, path: str) -> torch.Tensor:
     return value
 
 
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """``(name, module)`` of the first ``nn.Conv2d`` in registration order (for most vision models, the first
-    layer the image meets)."""
+def first_conv(model: nn.Module) -> tuple[str, nn.Module]:
+    """``(name, module)`` of the first convolution in registration order (for most vision models, the first layer
+    the image meets): an ``nn.Conv2d``, or any module whose ``weight`` is a 4-D filter bank ``[out, in, kH, kW]``
+    (convolutions built from other parameters, such as rotation-equivariant Hermite layers)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Conv2d) or (isinstance(weight, torch.Tensor) and weight.dim() == 4):
             return name, module
-    raise LookupError(f"{type(model).__name__} has no nn.Conv2d; name the layer to use explicitly "
-                      f"(one of model.named_modules())")
+    raise LookupError(f"{type(model).__name__} has no convolution (nn.Conv2d or a 4-D weight); name the layer to "
+                      f"use explicitly (one of model.named_modules())")
 
 
 @dataclass

@@ -5,11 +5,13 @@ import sys
 import tarfile
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader, TensorDataset
 
-from zoo.cli import main
+from zoo.cli import default_checkpoints, main
 from zoo.data import SyntheticV1DataModule, load_response_file, write_simulated_stringer
 from zoo.models import CNNV1
 
@@ -224,3 +226,31 @@ def test_simulate_stringer_route_writes_the_stringer_layout(in_tmp, capsys):
     assert "wrote sim.npz" in capsys.readouterr().out
     arrays = load_stringer_file(in_tmp / "sim.npz")
     assert arrays["resp_train"].shape == (12, 5) and arrays["stimuli"].shape == (12,)
+
+
+class WorseEveryEpoch(pl.LightningModule):
+    """Validation loss rises each epoch, so the best checkpoint stays at epoch 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(tmp_path):
+    loader = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, callbacks=default_checkpoints("val/loss"),
+                         logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(WorseEveryEpoch(), loader, loader)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(checkpoints / "best.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 6

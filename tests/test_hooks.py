@@ -48,6 +48,23 @@ def test_unknown_names_say_what_exists():
         first_conv(nn.Linear(2, 2))
 
 
+class BuiltFilters(nn.Module):
+    """A convolution whose filter bank is built from other parameters (like a Hermite rotation layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.coeffs = nn.Parameter(torch.randn(3, 2))
+
+    @property
+    def weight(self):
+        return self.coeffs.reshape(6, 1, 1, 1).expand(6, 1, 3, 3)
+
+
+def test_first_conv_finds_convolutions_without_nn_conv2d():
+    net = nn.Sequential(nn.BatchNorm2d(1), BuiltFilters(), nn.Conv2d(6, 2, 1))
+    assert first_conv(net) == ("1", net[1])  # the batch norm's 1-D weight is not a filter bank
+
+
 def test_layer_output():
     net = small_net()
     x = torch.randn(2, 1, 8, 8)

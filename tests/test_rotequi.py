@@ -281,3 +281,19 @@ def test_simulated_population_of_rotated_feature_types():
     assert fi.abs().max() == pytest.approx(fj.abs().max().item(), rel=0.2)
     with pytest.raises(ValueError, match="neuron_types must be >= 0"):
         simulate_v1(neuron_types=-1)
+
+
+def test_transfer_model_reports_both_neuron_groups(tmp_path):
+    from zoo.data import SyntheticV1DataModule
+
+    from conftest import TINY_SIM
+
+    dm = SyntheticV1DataModule(**TINY_SIM)
+    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, filter_size=[5, 3, 3], num_filters=[4, 4, 4],
+                  readout="transfer", k_transfer=3)
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    results = trainer.test(model, datamodule=dm, verbose=False)[0]
+    corr = model.test_corr.compute()
+    assert results["test/corr_core_neurons"] == pytest.approx(corr[[0, 3]].mean().item(), abs=1e-6)
+    assert results["test/corr_transfer_neurons"] == pytest.approx(corr[[1, 2, 4, 5]].mean().item(), abs=1e-6)

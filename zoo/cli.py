@@ -72,6 +72,18 @@ def find_checkpoint(trainer_config: Namespace, which: str) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+
+def default_checkpoints(monitor: str | None, mode: str = "min") -> list[ModelCheckpoint]:
+    """``best.ckpt`` on the monitored metric and ``last.ckpt`` refreshed at every save point.
+
+    ``last.ckpt`` has its own unmonitored callback because Lightning 2.6's ``save_last`` rewrites it only when a
+    top-k checkpoint was written at the same step: once the metric stopped improving, "last" would be the best.
+    """
+    if monitor is None:
+        return [ModelCheckpoint(filename="{epoch}-{step}", save_top_k=1, save_last=True)]
+    return [ModelCheckpoint(monitor=monitor, mode=mode, filename="best", save_top_k=1),
+            ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, save_top_k=1)]
+
 class PredictionFileWriter(BasePredictionWriter):
     """Saves what ``bioviz predict`` returns, in data order, to ``<run folder>/predictions.pt``.
 
@@ -162,11 +174,8 @@ class BiovizCLI(LightningCLI):
             kwargs.setdefault("enable_checkpointing", False)  # nothing to save when evaluating
             warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be provided.*")
         elif config.get("enable_checkpointing") is not False and not has_checkpoint:
-            monitor = getattr(self.model, "monitor", None)
-            callbacks.append(ModelCheckpoint(
-                monitor=monitor, mode=getattr(self.model, "monitor_mode", "min"),
-                filename="best" if monitor else "{epoch}-{step}", save_top_k=1, save_last=True,
-            ))
+            callbacks += default_checkpoints(getattr(self.model, "monitor", None),
+                                             getattr(self.model, "monitor_mode", "min"))
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
             callbacks.append(PredictionFileWriter())
         if config.get("logger") and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
