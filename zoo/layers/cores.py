@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
-__all__ = ["ACTIVATIONS", "StackedConv2dCore", "output_shape", "per_layer"]
+__all__ = ["ACTIVATIONS", "ConvLayerStack", "StackedConv2dCore", "output_shape", "per_layer"]
 
 ACTIVATIONS = {"soft": nn.Softplus, "relu": nn.ReLU, "elu": nn.ELU, "none": nn.Identity}
 
@@ -24,7 +24,55 @@ def per_layer(value, n_layers: int, name: str) -> list:
     return value
 
 
-class StackedConv2dCore(nn.Module):
+class ConvLayerStack(nn.Module):
+    """What the stacked cores share: ``self.layers`` of ``Sequential(conv, norm, activation)``, the per-layer
+    settings of Ecker et al.'s cores checked in one place, and the filter penalties (Laplacian smoothness and group
+    sparsity of each layer's ``weight``, weighted by ``conv_smooth_weight * rel_smooth_weight[l]`` and
+    ``conv_sparse_weight * rel_sparse_weight[l]``)."""
+
+    def _layer_settings(self, num_filters, filter_size, stride, padding, activation_fn, rel_smooth_weight,
+                        rel_sparse_weight, conv_smooth_weight, conv_sparse_weight):
+        """``filter_size, stride, padding, activation_fn`` as one checked value per layer; sets the penalty weights."""
+        n = len(num_filters)
+        filter_size = per_layer(filter_size, n, "filter_size")
+        stride = per_layer(stride, n, "stride")
+        padding = [p.lower() for p in per_layer(padding, n, "padding")]
+        activation_fn = per_layer(activation_fn, n, "activation_fn")
+        self.smooth_weights = [conv_smooth_weight * w for w in per_layer(rel_smooth_weight, n, "rel_smooth_weight")]
+        self.sparse_weights = [conv_sparse_weight * w for w in per_layer(rel_sparse_weight, n, "rel_sparse_weight")]
+        for act in activation_fn:
+            if act not in ACTIVATIONS:
+                raise ValueError(f"unknown activation_fn {act!r}; choose one of {sorted(ACTIVATIONS)}")
+        for pad, s in zip(padding, stride, strict=True):
+            if pad not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same' or 'valid', got {pad!r}")
+            if pad == "same" and s != 1:
+                raise ValueError("padding 'same' needs stride 1; use padding 'valid' with strides")
+        return filter_size, stride, padding, activation_fn
+
+    @property
+    def convs(self) -> list[nn.Module]:
+        return [layer[0] for layer in self.layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def penalty(self) -> torch.Tensor:
+        total = next(self.parameters()).new_zeros(())
+        for conv, smooth, sparse in zip(self.convs, self.smooth_weights, self.sparse_weights, strict=True):
+            if not (smooth or sparse):
+                continue
+            weight = conv.weight  # built once: a Hermite layer computes its filters on access
+            if smooth:
+                total = total + smooth * laplace_smoothness(weight)
+            if sparse:
+                total = total + sparse * group_sparsity(weight)
+        return total
+
+
+class StackedConv2dCore(ConvLayerStack):
     """The CNN core of Ecker et al. 2019: per layer conv (no bias) -> batch norm -> activation.
 
     Batch norm learns scale and shift, except in the last layer where only the shift is learned (its scale would be
@@ -48,20 +96,9 @@ class StackedConv2dCore(nn.Module):
     ):
         super().__init__()
         n = len(num_filters)
-        filter_size = per_layer(filter_size, n, "filter_size")
-        stride = per_layer(stride, n, "stride")
-        padding = [p.lower() for p in per_layer(padding, n, "padding")]
-        activation_fn = per_layer(activation_fn, n, "activation_fn")
-        self.smooth_weights = [conv_smooth_weight * w for w in per_layer(rel_smooth_weight, n, "rel_smooth_weight")]
-        self.sparse_weights = [conv_sparse_weight * w for w in per_layer(rel_sparse_weight, n, "rel_sparse_weight")]
-        for act in activation_fn:
-            if act not in ACTIVATIONS:
-                raise ValueError(f"unknown activation_fn {act!r}; choose one of {sorted(ACTIVATIONS)}")
-        for pad, s in zip(padding, stride, strict=True):
-            if pad not in ("same", "valid"):
-                raise ValueError(f"padding must be 'same' or 'valid', got {pad!r}")
-            if pad == "same" and s != 1:
-                raise ValueError("padding 'same' needs stride 1; use padding 'valid' with strides")
+        filter_size, stride, padding, activation_fn = self._layer_settings(
+            num_filters, filter_size, stride, padding, activation_fn, rel_smooth_weight, rel_sparse_weight,
+            conv_smooth_weight, conv_sparse_weight)
         self.layers = nn.ModuleList()
         channels = in_channels
         for i, (k, c, s, pad, act) in enumerate(
@@ -75,24 +112,6 @@ class StackedConv2dCore(nn.Module):
             self.layers.append(nn.Sequential(conv, norm, ACTIVATIONS[act]()))
             channels = c
         self.out_channels = channels
-
-    @property
-    def convs(self) -> list[nn.Conv2d]:
-        return [layer[0] for layer in self.layers]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def penalty(self) -> torch.Tensor:
-        total = self.convs[0].weight.new_zeros(())
-        for conv, smooth, sparse in zip(self.convs, self.smooth_weights, self.sparse_weights, strict=True):
-            if smooth:
-                total = total + smooth * laplace_smoothness(conv.weight)
-            if sparse:
-                total = total + sparse * group_sparsity(conv.weight)
-        return total
 
 
 def output_shape(core: nn.Module, in_shape: Sequence[int]) -> tuple[int, int, int]:

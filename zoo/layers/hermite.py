@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.layers.cores import ACTIVATIONS, per_layer
-from zoo.layers.regularizers import group_sparsity, laplace_smoothness
+from zoo.layers.cores import ACTIVATIONS, ConvLayerStack, per_layer
 
 __all__ = [
     "HermiteConv2d",
@@ -189,7 +188,7 @@ class RotationSharedBatchNorm(nn.Module):
         return self.norm(grouped).transpose(1, 2).reshape(b, c, h, w)
 
 
-class RotationEquivariantCore(nn.Module):
+class RotationEquivariantCore(ConvLayerStack):
     """The core of Ecker et al. 2019: per layer a ``HermiteConv2d`` at ``num_rotations`` rotations -> batch norm (no
     scale in the last layer) -> activation; output ``[B, num_rotations * num_filters[-1], H, W]``, rotation-major.
 
@@ -220,21 +219,10 @@ class RotationEquivariantCore(nn.Module):
     ):
         super().__init__()
         n = len(num_filters)
-        filter_size = per_layer(filter_size, n, "filter_size")
-        stride = per_layer(stride, n, "stride")
+        filter_size, stride, padding, activation_fn = self._layer_settings(
+            num_filters, filter_size, stride, padding, activation_fn, rel_smooth_weight, rel_sparse_weight,
+            conv_smooth_weight, conv_sparse_weight)
         rate = per_layer(rate, n, "rate")
-        padding = [p.lower() for p in per_layer(padding, n, "padding")]
-        activation_fn = per_layer(activation_fn, n, "activation_fn")
-        self.smooth_weights = [conv_smooth_weight * w for w in per_layer(rel_smooth_weight, n, "rel_smooth_weight")]
-        self.sparse_weights = [conv_sparse_weight * w for w in per_layer(rel_sparse_weight, n, "rel_sparse_weight")]
-        for act in activation_fn:
-            if act not in ACTIVATIONS:
-                raise ValueError(f"unknown activation_fn {act!r}; choose one of {sorted(ACTIVATIONS)}")
-        for pad, s in zip(padding, stride, strict=True):
-            if pad not in ("same", "valid"):
-                raise ValueError(f"padding must be 'same' or 'valid', got {pad!r}")
-            if pad == "same" and s != 1:
-                raise ValueError("padding 'same' needs stride 1; use padding 'valid' with strides")
         for k in filter_size:
             if k % 2 == 0:
                 raise ValueError(f"filter sizes must be odd (a centred grid that maps onto itself when rotated), "
@@ -257,24 +245,3 @@ class RotationEquivariantCore(nn.Module):
             self.layers.append(nn.Sequential(conv, norm, ACTIVATIONS[act]()))
             channels = num_rotations * c
         self.out_channels = channels
-
-    @property
-    def convs(self) -> list[HermiteConv2d]:
-        return [layer[0] for layer in self.layers]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def penalty(self) -> torch.Tensor:
-        total = self.convs[0].coeffs.new_zeros(())
-        for conv, smooth, sparse in zip(self.convs, self.smooth_weights, self.sparse_weights, strict=True):
-            if not (smooth or sparse):
-                continue
-            weight = conv.weight
-            if smooth:
-                total = total + smooth * laplace_smoothness(weight)
-            if sparse:
-                total = total + sparse * group_sparsity(weight)
-        return total
