@@ -189,8 +189,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             x = images.float().sum(1, keepdim=True).div_(255 * images.shape[1])
         else:
             x = images.float().div_(255)
-        if not self.grayscale and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
         if train and self.augment:
             h, w = x.shape[-2:]
             x = shift_and_flip(x, (round(self.max_shift * h), round(self.max_shift * w)), self.shift_fill,
