@@ -186,7 +186,7 @@ def test_schedule_follows_the_book():
     assert end["lower_rise"] == pytest.approx(0.14) and end["upper_rise"] == pytest.approx(0.23)
     assert lissom_schedule(1000, 0.5)["excitatory_radius"] == pytest.approx(0.028 / 0.10417)
 
-    model = Lissom(in_shape=[1, 12, 12], cortex_size=20)
+    model = Lissom(in_shape=[1, 12, 12], cortex_size=20, excitatory_radius_min=0.0)  # the book's radii, no floor
     optimizer = model.configure_optimizers()
     model.before_step(1200, optimizer)  # past 4 milestones (100, 250, 500, 1000) at scale 0.5
     v1 = model.network.v1
@@ -196,6 +196,23 @@ def test_schedule_follows_the_book():
     assert optimizer.alphas()["excitatory"] == pytest.approx(0.06084)
     with pytest.raises(ValueError, match="schedule_scale"):
         lissom_schedule(5, 0)
+
+
+def test_schedule_keeps_the_3x3_excitatory_neighbourhood():
+    # The book's last radii are below one unit; like Topographica (min_matrix_radius=1) the floor keeps the unit and
+    # its 8 neighbours, not the unit alone (which makes each unit latch on or off by itself).
+    model = Lissom(in_shape=[1, 12, 12], cortex_size=20)
+    optimizer = model.configure_optimizers()
+    model.before_step(10_000, optimizer)
+    excitatory = model.network.v1.excitatory
+    assert float(excitatory.radius) == 1.5 and optimizer.connections("excitatory") == 9
+    assert optimizer.alphas()["excitatory"] == pytest.approx(0.06084)
+    unit_only = Lissom(in_shape=[1, 12, 12], cortex_size=20, excitatory_radius_min=0.0)
+    optimizer = unit_only.configure_optimizers()
+    unit_only.before_step(10_000, optimizer)
+    assert optimizer.connections("excitatory") == 1
+    with pytest.raises(ValueError, match="excitatory_radius_min"):
+        Lissom(in_shape=[1, 12, 12], excitatory_radius_min=-1.0)
 
 
 def test_model_checks_its_input():

@@ -17,6 +17,13 @@ training as in the book's (and Topographica's ``schedule_events``) LISSOM schedu
 lateral excitatory radius shrinks (to 0.6, 0.42, ..., 0.017 of its start: in the end only the unit itself), its rate
 per connection becomes 0.12168 then 0.06084, the afferent rate falls to 0.685, 0.548, 0.411, 0.2055, the sigmoid's
 thresholds rise (to 0.223 / 0.863 in the end) and settling takes 10 to 13 steps.
+
+The lateral excitatory radius never shrinks below ``excitatory_radius_min`` (default 1.5 units: the unit and its 8
+neighbours). Topographica, whose ``lissom_oo_or.ty`` reproduces the book's maps, does the same: its projections keep
+a weights matrix of at least 3 x 3 (``min_matrix_radius=1``), masked by a disc of that diameter, so the schedule's
+last radii (below one unit from iteration 4000 of 10000 at 48 x 48) leave the 3 x 3 neighbourhood. Shrunk to the
+unit alone, excitation becomes self-excitation (gamma_E = 0.9 against a sigmoid 0.62 wide): every unit latches on
+or off by itself, the settled activity turns to salt-and-pepper, and the map collects pixel-scale noise.
 """
 
 from __future__ import annotations
@@ -76,8 +83,9 @@ class Lissom(SelfOrganizingTask):
     V1 covers the LGN less ``border`` units on each side (Topographica's border, so that edge units get whole
     afferent fields and stimuli reach them from all sides; 0 = the seed, where all sheets cover the same area and
     R in the formulas below is then R - 2 border). ``None`` for a radius or sigma means the seed's formula (module
-    docstring). ``forward`` returns V1's settled activity
-    ``[B, 1, N, N]``. No backprop: training is manual optimisation with ``DivisiveHebbian``.
+    docstring). The schedule shrinks lateral excitation to no less than ``excitatory_radius_min`` units.
+    ``forward`` returns V1's settled activity ``[B, 1, N, N]``. No backprop: training is manual optimisation with
+    ``DivisiveHebbian``.
     """
 
     def __init__(
@@ -106,9 +114,13 @@ class Lissom(SelfOrganizingTask):
         schedule: bool = True,
         schedule_scale: float = 0.5,
         border: int = 0,
+        excitatory_radius_min: float = 1.5,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if excitatory_radius_min < 0:
+            raise ValueError(f"excitatory_radius_min must be >= 0 (units), got {excitatory_radius_min}; 1.5 keeps "
+                             f"the 3 x 3 neighbourhood as Topographica does")
         in_shape = [int(s) for s in in_shape]
         if len(in_shape) != 3 or in_shape[0] != 1 or in_shape[1] != in_shape[2]:
             raise ShapeMismatchError(f"LISSOM's retina is one square grey sheet, in_shape [1, R, R]; got {in_shape}. "
@@ -145,7 +157,7 @@ class Lissom(SelfOrganizingTask):
             return
         hp, v1 = self.hparams, self.network.v1
         state = lissom_schedule(step, hp.schedule_scale)
-        v1.excitatory.shrink(self.excitatory_radius_start * state["excitatory_radius"])
+        v1.excitatory.shrink(max(self.excitatory_radius_start * state["excitatory_radius"], hp.excitatory_radius_min))
         v1.thresholds.copy_(torch.tensor([hp.lower + state["lower_rise"], hp.upper + state["upper_rise"]]))
         v1.settling_steps.fill_(state["settling_steps"] or hp.settling_steps)
         groups = {g["name"]: g for g in optimizer.param_groups}
