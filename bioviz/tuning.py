@@ -243,6 +243,7 @@ def pinwheel_density(
     selectivity: torch.Tensor | None = None,
     periodic: bool = False,
     smooth: float = 0.0,
+    margin: int = 0,
 ) -> Pinwheels:
     """Find the pinwheels of an orientation ``preference`` map ``[H, W]`` (degrees) and their density per squared
     column spacing.
@@ -253,6 +254,9 @@ def pinwheel_density(
     if not given; a Hann window tapers a non-``periodic`` map first). ``periodic=True`` treats the map as a torus
     (also the plaquettes across its edges).
     ``smooth`` (pixels) low-passes the complex map with a Gaussian before counting, against noise pinwheels.
+    ``margin`` (pixels, non-periodic maps only) counts only the plaquettes whose centres lie at least that far inside
+    the outermost pixel centres, and divides by that interior's area: the density away from a model sheet's edges,
+    where units lack part of their lateral connections. The column spacing still comes from the whole map.
     """
     preference = torch.as_tensor(preference, dtype=torch.float64)
     if preference.ndim != 2 or min(preference.shape) < 3:
@@ -261,6 +265,11 @@ def pinwheel_density(
     magnitude = torch.ones_like(preference) if selectivity is None else torch.as_tensor(selectivity).double()
     if magnitude.shape != preference.shape:
         raise ValueError(f"selectivity {tuple(magnitude.shape)} and preference {tuple(preference.shape)} differ")
+    if margin and periodic:
+        raise ValueError("a periodic map has no edges: use margin=0 with periodic=True")
+    if not 0 <= margin < (min(preference.shape) - 1) / 2:
+        raise ValueError(f"margin must be >= 0 and leave plaquettes inside a {tuple(preference.shape)} map, got "
+                         f"{margin}")
     z = magnitude * torch.exp(2j * torch.deg2rad(preference))
     if smooth > 0:
         z = _smooth(z, smooth, periodic)
@@ -296,9 +305,11 @@ def pinwheel_density(
         corners = [angle[:-1, :-1], angle[:-1, 1:], angle[1:, 1:], angle[1:, :-1]]
     winding = sum(wrap(corners[(i + 1) % 4] - corners[i]) for i in range(4)) / (2 * math.pi)
     charge = torch.round(winding).to(torch.int64)
+    if margin:
+        charge = charge[margin:h - 1 - margin, margin:w - 1 - margin]
     where = charge.nonzero()
-    positions = where.double() + 0.5
-    area = float(h * w) if periodic else float((h - 1) * (w - 1))
+    positions = where.double() + 0.5 + margin
+    area = float(h * w) if periodic else float(charge.shape[0] * charge.shape[1])
     charges = charge[where[:, 0], where[:, 1]]
     return Pinwheels(positions=positions, charges=charges, column_spacing=spacing, area=area,
                      density=len(charges) * spacing**2 / area)

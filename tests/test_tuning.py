@@ -123,6 +123,14 @@ def test_pinwheels_planted_at_known_points():
     got = sorted(zip(found.positions[:, 0].tolist(), found.positions[:, 1].tolist(), found.charges.tolist(),
                      strict=True))
     assert got == sorted(planted)
+    # The interior 11 pixels in from the edges holds only the central pinwheel, on 18 x 18 plaquettes.
+    inner = pinwheel_density(torch.rad2deg(angle) / 2 % 180, margin=11)
+    assert inner.count == 1 and inner.positions.tolist() == [[20.5, 20.5]] and inner.area == 18 * 18
+    assert inner.density == pytest.approx(inner.column_spacing**2 / 324)
+    with pytest.raises(ValueError, match="margin"):
+        pinwheel_density(torch.rad2deg(angle) / 2 % 180, margin=20)
+    with pytest.raises(ValueError, match="periodic"):
+        pinwheel_density(torch.rad2deg(angle) / 2 % 180, periodic=True, margin=2)
 
 
 def test_random_band_pass_map_has_pi_pinwheels_per_column_area():
