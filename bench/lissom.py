@@ -99,8 +99,9 @@ def main() -> None:
         model.before_step(torch.load(args.checkpoint, weights_only=False)["global_step"], optimizer)
     alphas = optimizer.alphas()
     dense = DenseLissom(model, alphas)
+    separation = data.get("blob_min_separation", 0.0)
     images = random_gaussian_blobs(args.steps * args.batch, (size, size), data["n_blobs"], data["blob_sigma"],
-                                   seed=1).view(args.steps, args.batch, 1, size, size)
+                                   seed=1, min_separation=separation).view(args.steps, args.batch, 1, size, size)
 
     activity = []
 

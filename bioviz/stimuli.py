@@ -345,18 +345,42 @@ def random_gaussian_blobs(
     margin: float = 0.0,
     seed: int | torch.Generator | None = 0,
     dtype: torch.dtype = torch.float32,
+    min_separation: float = 0.0,
 ) -> torch.Tensor:
     """LISSOM training images: each has ``n_blobs`` elongated Gaussians at uniformly random positions (at least
     ``margin`` pixels inside the border) and orientations, combined by their maximum as in Topographica's
-    LISSOM scripts. Returns ``[n, 1, H, W]``."""
+    LISSOM scripts. ``min_separation`` (pixels) keeps the centres of an image's blobs that far apart, as
+    Topographica's ``SeparatedComposite`` does for the book's maps (2.2 afferent radii): a blob's position is
+    redrawn up to 100 times, then the last draw is kept. Returns ``[n, 1, H, W]``."""
     h, w = int(shape[0]), int(shape[1])
     g = _generator(seed)
     m = n * n_blobs
     orientation = torch.rand(m, generator=g, dtype=torch.float64) * 180.0
-    dy = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(h - 1 - 2 * margin, 0)
-    dx = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(w - 1 - 2 * margin, 0)
-    blobs = gaussian_blob((h, w), orientation.to(dtype), sigma, torch.stack([dy, dx], 1).to(dtype), dtype=dtype)
+    if min_separation > 0:
+        offsets = _separated_offsets(n, n_blobs, h, w, margin, min_separation, g)
+    else:
+        dy = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(h - 1 - 2 * margin, 0)
+        dx = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(w - 1 - 2 * margin, 0)
+        offsets = torch.stack([dy, dx], 1)
+    blobs = gaussian_blob((h, w), orientation.to(dtype), sigma, offsets.to(dtype), dtype=dtype)
     return blobs.reshape(n, n_blobs, h, w).amax(1, keepdim=True)
+
+
+def _separated_offsets(n: int, n_blobs: int, h: int, w: int, margin: float, min_separation: float,
+                       g: torch.Generator, trials: int = 100) -> torch.Tensor:
+    """``[n * n_blobs, 2]`` blob centres (from the image centre), each image's at least ``min_separation`` apart."""
+    extent = torch.tensor([max(h - 1 - 2 * margin, 0), max(w - 1 - 2 * margin, 0)], dtype=torch.float64)
+    out = []
+    for _ in range(n):
+        placed: list[torch.Tensor] = []
+        for _ in range(n_blobs):
+            for _ in range(trials):
+                centre = (torch.rand(2, generator=g, dtype=torch.float64) - 0.5) * extent
+                if all(float(torch.dist(centre, other)) >= min_separation for other in placed):
+                    break
+            placed.append(centre)
+        out.extend(placed)
+    return torch.stack(out)
 
 
 def bar(

@@ -8,10 +8,11 @@ gratings: orientations x phases x frequencies at the configured contrast; V1's s
 frequency). The untrained model is built with the run's hyperparameters after ``seed_everything`` with the run's seed,
 which is how the CLI built the model that was trained. Printed: mean selectivity, preference-histogram uniformity,
 column spacing, pinwheel count and density (pinwheels per squared column spacing; ~pi in cortex, Kaschube et al.
-2010). Figure: untrained and trained maps (hue = preference, brightness = selectivity; pinwheels marked), the
-preference histograms, and the afferent weights (ON minus OFF) of 8 x 8 units across the sheet. For comparison it
-also prints the numbers of the feed-forward maps (each unit's afferent drive, without sigmoid or lateral
-interactions).
+2010), over the whole map and over its interior (``--margin`` pixels in from the edges, by default the lateral
+inhibitory radius: inside it every unit has its whole lateral disc). Figure: untrained and trained maps (hue =
+preference, brightness = selectivity; pinwheels marked), the preference histograms, and the afferent weights (ON
+minus OFF) of 8 x 8 units across the sheet. For comparison it also prints the numbers of the feed-forward maps (each
+unit's afferent drive, without sigmoid or lateral interactions).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from bioviz.plot import orientation_map_rgb
+from bioviz.tuning import pinwheel_density
 from zoo.data import LissomDataModule
 from zoo.models import Lissom
 from zoo.tasks.selforganizing import measure_map
@@ -45,11 +47,16 @@ def measure(model: Lissom, data: LissomDataModule, feedforward: bool = False):
     return measure_map(responses, orientation, phase, frequency, model.sheet_shape)
 
 
-def describe(name: str, result) -> str:
+def describe(name: str, result, margin: int = 0) -> str:
     pw = result.pinwheels
-    return (f"{name:10s} selectivity {result.selectivity_mean:.3f}  uniformity {result.uniformity:.3f}  "
-            f"column spacing {pw.column_spacing:.1f} px  pinwheels {pw.count}  density {pw.density:.2f} "
-            f"(pi = 3.14)" if pw else f"{name:10s} selectivity {result.selectivity_mean:.3f} (no columns)")
+    if pw is None:
+        return f"{name:10s} selectivity {result.selectivity_mean:.3f} (no columns)"
+    text = (f"{name:10s} selectivity {result.selectivity_mean:.3f}  uniformity {result.uniformity:.3f}  "
+            f"column spacing {pw.column_spacing:.1f} px  pinwheels {pw.count}  density {pw.density:.2f} (pi = 3.14)")
+    if margin:
+        inner = pinwheel_density(result.preference, result.selectivity, margin=margin)
+        text += f"; interior ({margin} px in) {inner.count}, density {inner.density:.2f}"
+    return text
 
 
 def draw_map(ax, result, title):
@@ -69,6 +76,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/lissom"))
     parser.add_argument("--contrast", type=float, help="measure with this grating contrast instead of the run's")
+    parser.add_argument("--margin", type=int, help="interior margin in pixels (default: the inhibitory radius)")
     args = parser.parse_args()
     run_config = yaml.safe_load((args.checkpoint.parent.parent / "config.yaml").read_text())
     data_args = run_config["data"]["init_args"]
@@ -80,12 +88,13 @@ def main() -> None:
     untrained = Lissom(**dict(trained.hparams)).eval()
     steps = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["global_step"]
 
+    margin = args.margin if args.margin is not None else int(float(trained.network.v1.inhibitory.radius))
     before, after = measure(untrained, data), measure(trained, data)
-    print(describe("untrained", before))
-    print(describe(f"step {steps}", after))
+    print(describe("untrained", before, margin))
+    print(describe(f"step {steps}", after, margin))
     print("feed-forward maps (afferent drive only):")
-    print(describe("untrained", measure(untrained, data, feedforward=True)))
-    print(describe(f"step {steps}", measure(trained, data, feedforward=True)))
+    print(describe("untrained", measure(untrained, data, feedforward=True), margin))
+    print(describe(f"step {steps}", measure(trained, data, feedforward=True), margin))
 
     fig = Figure(figsize=(13, 3.4), layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 0.9, 1])

@@ -266,6 +266,12 @@ def test_data_is_seeded_per_image_and_split_between_processes():
     assert torch.allclose(gratings[:8], expected)
     with pytest.raises(ValueError, match="blob_sigma"):
         LissomDataModule(blob_sigma=[1.0])
+    separated = LissomDataModule(image_size=16, steps_per_epoch=3, blob_min_separation=8.0)
+    (image,) = next(iter(separated.train_dataloader()))
+    assert torch.equal(image[0], BlobImages(3, 16, 2, (0.75, 2.5), 0.0, seed=0, min_separation=8.0).image(0))
+    assert not torch.equal(image[0], BlobImages(3, 16, 2, (0.75, 2.5), 0.0, seed=0).image(0))
+    with pytest.raises(ValueError, match="blob_min_separation"):
+        LissomDataModule(image_size=16, blob_min_separation=-1.0)
 
 
 def fit(tmp_path, max_epochs, ckpt_path=None, **trainer_args):

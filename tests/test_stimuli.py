@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bioviz.stimuli import dead_leaves, filters, gabor, grating, gratings, natural_images, pink_noise
 
@@ -160,6 +161,23 @@ def test_gaussian_blob_is_elongated_along_its_orientation():
     images = random_gaussian_blobs(5, (24, 24), n_blobs=2, seed=3)
     assert images.shape == (5, 1, 24, 24) and float(images.max()) <= 1.0
     torch.testing.assert_close(images, random_gaussian_blobs(5, (24, 24), n_blobs=2, seed=3))
+
+
+def test_random_gaussian_blobs_keep_their_minimum_separation():
+    from bioviz.stimuli import _separated_offsets
+
+    g = torch.Generator().manual_seed(0)
+    centres = _separated_offsets(200, 2, 40, 40, 0.0, 20.0, g).view(200, 2, 2)
+    distance = (centres[:, 0] - centres[:, 1]).norm(dim=1)
+    assert distance.min() >= 20.0 and centres.abs().max() <= 19.5
+    unconstrained = torch.rand(200, 2, 2, generator=g) * 39
+    assert (unconstrained[:, 0] - unconstrained[:, 1]).norm(dim=1).min() < 20.0  # the constraint is not free
+    # Images: two small blobs per image, their peaks at least the separation apart.
+    images = random_gaussian_blobs(20, (40, 40), n_blobs=2, sigma=(0.6, 0.6), min_separation=20.0, seed=1)
+    for image in images[:, 0]:
+        peaks = (image == F.max_pool2d(image[None, None], 5, 1, 2)[0, 0]) & (image > 0.5)
+        rows, cols = peaks.nonzero().double().T
+        assert len(rows) == 2 and math.hypot(rows[0] - rows[1], cols[0] - cols[1]) >= 19.0
 
 
 def test_bar_covers_its_area_at_any_angle():
