@@ -76,12 +76,15 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/lissom"))
     parser.add_argument("--contrast", type=float, help="measure with this grating contrast instead of the run's")
+    parser.add_argument("--frequencies", type=float, nargs="+", help="grating frequencies instead of the run's")
     parser.add_argument("--margin", type=int, help="interior margin in pixels (default: the inhibitory radius)")
     args = parser.parse_args()
     run_config = yaml.safe_load((args.checkpoint.parent.parent / "config.yaml").read_text())
     data_args = run_config["data"]["init_args"]
     if args.contrast is not None:
         data_args["map_contrast"] = args.contrast
+    if args.frequencies:
+        data_args["map_frequencies"] = args.frequencies
     data = LissomDataModule(**data_args)
     trained = Lissom.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     pl.seed_everything(run_config.get("seed_everything") or 0)

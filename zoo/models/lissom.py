@@ -14,7 +14,7 @@ Learning rates are per unit, spread over its connections (Topographica's convent
 0.959 (ON and OFF together), excitatory 2.55528, inhibitory 1.80873. With ``schedule=True`` they change during
 training as in the book's (and Topographica's ``schedule_events``) LISSOM schedule: at iterations 200, 500, 1000,
 2000, 3000, 4000, 5000, 6500, 8000 and 20000 (times ``schedule_scale``; 0.5 = the standard 10000-iteration run) the
-lateral excitatory radius shrinks (to 0.6, 0.42, ..., 0.017 of its start: in the end only the unit itself), its rate
+lateral excitatory radius shrinks (to 0.6, 0.42, ..., 0.017 of its start, but see excitatory_radius_min below), its rate
 per connection becomes 0.12168 then 0.06084, the afferent rate falls to 0.685, 0.548, 0.411, 0.2055, the sigmoid's
 thresholds rise (to 0.223 / 0.863 in the end) and settling takes 10 to 13 steps.
 
