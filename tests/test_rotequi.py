@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.callbacks import PlateauSchedule
+from zoo.callbacks import PlateauSchedule, PreciseBatchNorm
 from zoo.layers import (
     HermiteConv2d,
     RotationEquivariantCore,
@@ -250,6 +250,69 @@ def test_plateau_schedule_rejects_bad_settings():
         PlateauSchedule(factor=1.0)
     with pytest.raises(ValueError, match="must be >= 1"):
         PlateauSchedule(patience=0)
+
+
+class DriftingNorm(pl.LightningModule):
+    """Linear -> BatchNorm1d -> sum, trained by large SGD steps, so the running statistics lag the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.norm = nn.Linear(3, 4), nn.BatchNorm1d(4)
+        self.stats_at_validation, self.training_at_validation = [], []
+
+    def forward(self, x):
+        return self.norm(self.linear(x)).sum(1)
+
+    def training_step(self, batch, batch_idx):
+        return -(self.linear.weight.sum() + self.linear.bias.sum())  # the weights drift by lr every step
+
+    def validation_step(self, batch, batch_idx):
+        if not self.trainer.sanity_checking:
+            self.training_at_validation.append(self.training)
+            self.stats_at_validation.append((self.norm.running_mean.clone(), self.norm.running_var.clone(),
+                                             self.linear(batch[0]).detach()))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def fit_drifting_norm(tmp_path, callbacks, train):
+    model = DriftingNorm()
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=6, val_check_interval=3, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks)
+    trainer.fit(model, train, torch.utils.data.DataLoader(train.dataset, batch_size=len(train.dataset)))
+    return model
+
+
+def test_precise_batch_norm_recomputes_running_statistics_before_validation(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(12, 3, generator=g) + 2, torch.zeros(12))
+    train = torch.utils.data.DataLoader(data, batch_size=4)  # 3 batches of 4
+    model = fit_drifting_norm(tmp_path, [PreciseBatchNorm()], train)
+    assert len(model.stats_at_validation) == 2 and model.training_at_validation == [False, False]
+    for mean, var, activations in model.stats_at_validation:
+        batches = activations.reshape(3, 4, 4)  # the current weights' pre-norm activations, batch by batch
+        assert torch.allclose(mean, batches.mean(1).mean(0), atol=1e-5)
+        assert torch.allclose(var, batches.var(1).mean(0), atol=1e-5)  # equal-weight mean of batch variances
+    assert model.norm.momentum == 0.1  # restored
+    # Without the callback the running mean lags the drifting weights by far more (the test's premise).
+    lagging = fit_drifting_norm(tmp_path, [], train)
+    mean, _, activations = lagging.stats_at_validation[-1]
+    assert (mean - activations.mean(0)).abs().min() > 1.0
+    # max_batches: only the first batch.
+    first = fit_drifting_norm(tmp_path, [PreciseBatchNorm(max_batches=1)], train)
+    mean, _, activations = first.stats_at_validation[-1]
+    assert torch.allclose(mean, activations[:4].mean(0), atol=1e-5)
+
+
+def test_precise_batch_norm_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="max_batches must be >= 1"):
+        PreciseBatchNorm(max_batches=0)
+    data = torch.utils.data.TensorDataset(torch.randn(12, 3), torch.zeros(12))
+    loader = torch.utils.data.DataLoader(data, batch_size=4, num_workers=1, persistent_workers=True)
+    with pytest.raises(ValueError, match="persistent_workers=False"):
+        fit_drifting_norm(tmp_path, [PreciseBatchNorm()], loader)
 
 
 def test_filter_logger_shows_the_rotated_hermite_filters():
