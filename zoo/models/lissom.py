@@ -21,9 +21,10 @@ thresholds rise (to 0.223 / 0.863 in the end) and settling takes 10 to 13 steps.
 The lateral excitatory radius never shrinks below ``excitatory_radius_min`` (default 1.5 units: the unit and its 8
 neighbours). Topographica, whose ``lissom_oo_or.ty`` reproduces the book's maps, does the same: its projections keep
 a weights matrix of at least 3 x 3 (``min_matrix_radius=1``), masked by a disc of that diameter, so the schedule's
-last radii (below one unit from iteration 4000 of 10000 at 48 x 48) leave the 3 x 3 neighbourhood. Shrunk to the
-unit alone, excitation becomes self-excitation (gamma_E = 0.9 against a sigmoid 0.62 wide): every unit latches on
-or off by itself, the settled activity turns to salt-and-pepper, and the map collects pixel-scale noise.
+last radii (below one unit from update 2000 of a 10000-update run at 48 x 48) leave the 3 x 3 neighbourhood.
+Shrunk to the unit alone, excitation becomes self-excitation (gamma_E = 0.9 against a sigmoid 0.62 wide): every
+unit latches on or off by itself, the settled activity turns to salt-and-pepper, and the map collects pixel-scale
+noise.
 """
 
 from __future__ import annotations
