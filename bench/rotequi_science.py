@@ -7,6 +7,9 @@ validation loss), the oracles, parameters (core and total), the step of that che
 ``fit``. Every model gets the same schedule (``--patience``, ``--val_steps``) and step cap (``--max_steps``).
 
     OMP_NUM_THREADS=1 python bench/rotequi_science.py --out science_runs --jobs 2
+
+``--trajectories`` trains nothing: it prints every run's validation loss / correlation under ``--out`` side by side
+at equal steps (from the TensorBoard logs), also for runs that were stopped before their test.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MODELS = {  # name -> config; the longest first, so parallel jobs end together
     "rotequi_dense_l2": "table1_dense_l2_simulated",
     "rotequi_transfer": "transfer_simulated",
 }
+TRAJECTORY_STEPS = 6  # validations shown by --trajectories, evenly spaced
 METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
 
 
@@ -73,6 +77,35 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def validation_trajectories(out: Path) -> dict[str, dict[int, tuple[float, float]]]:
+    """{config: {step: (val/loss, val/corr)}} of every run under ``out``, read from its TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {}
+    for version in sorted((out / "runs").glob("rotequi_v1_*/version_*")):
+        events = EventAccumulator(str(version))
+        events.Reload()
+        if "val/loss" not in events.Tags()["scalars"]:
+            continue
+        corr = {e.step: e.value for e in events.Scalars("val/corr")}
+        runs[version.parent.name.removeprefix("rotequi_v1_")] = {
+            e.step: (e.value, corr.get(e.step, float("nan"))) for e in events.Scalars("val/loss")}
+    if not runs:
+        raise SystemExit(f"no validation logs under {out / 'runs'}; run the science check with --out {out} first")
+    return runs
+
+
+def print_trajectories(out: Path, at: list[int] | None = None) -> None:
+    runs = validation_trajectories(out)
+    steps = sorted(set().union(*runs.values()))
+    shown = at or sorted(set(steps[:: max(1, len(steps) // TRAJECTORY_STEPS)] + [steps[-1]]))
+    print("validation loss / correlation at equal steps (blank: that run did not reach the step)")
+    print(f"{'config':36s}" + "".join(f"{step:>15d}" for step in shown))
+    for name, trajectory in runs.items():
+        cells = (f"{trajectory[s][0]:7.1f}/{trajectory[s][1]:.3f}" if s in trajectory else "" for s in shown)
+        print(f"{name:36s}" + "".join(f"{c:>15s}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="science_runs")
@@ -81,8 +114,14 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--val_steps", type=int, default=50)
     parser.add_argument("--max_steps", type=int, default=3000)
+    parser.add_argument("--trajectories", action="store_true",
+                        help="print the validation trajectories of the runs under --out and exit")
+    parser.add_argument("--at", type=int, nargs="+", help="with --trajectories: these steps (default: ~6 of them)")
     parser.add_argument("extra", nargs="*", help="more bioviz overrides for every model, after --")
     args = parser.parse_args()
+    if args.trajectories:
+        print_trajectories(Path(args.out), args.at)
+        return
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda name: run(name, MODELS[name], args), args.models))
