@@ -70,13 +70,10 @@ class DenseLissom:
             weight.div_(weight.sum(1, keepdim=True))
 
 
-def timed(fn, images) -> list[float]:
-    times = []
-    for image in images:
-        start = time.perf_counter()
-        fn(image)
-        times.append(time.perf_counter() - start)
-    return times
+def timed(fn, image) -> float:
+    start = time.perf_counter()
+    fn(image)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -110,8 +107,12 @@ def main() -> None:
         optimizer.step(terms=terms)
         activity.append(float((eta > 0).float().mean()))
 
-    local_times = timed(local_step, images)
-    dense_times = timed(dense.step, images)
+    # Interleaved, step by step, so that both see the same machine state (timings on a shared or virtual CPU
+    # drift by tens of percent between blocks of steps run minutes apart).
+    local_times, dense_times = [], []
+    for image in images:
+        local_times.append(timed(local_step, image))
+        dense_times.append(timed(dense.step, image))
     # Same model, same images: the same weights after every step (checked at the end).
     for name, local_weight in model.network.projections().items():
         scattered, _ = dense_matrix(local_weight)
