@@ -252,6 +252,11 @@ class LissomV1(nn.Module):
         ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
         inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
         self.register_buffer("lateral_targets", torch.where(inside, ty * n + tx, n * n), persistent=False)
+        # Where the weight v sends to each target sits in the [K, n^2] lateral weights (outside -> any valid entry:
+        # it lands in the discarded slot n^2).
+        offsets = torch.arange(len(iy))[None, :] * (n * n)
+        self.register_buffer("lateral_weight_index", (offsets + self.lateral_targets.clamp(max=n * n - 1)),
+                             persistent=False)
         self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
         self.register_buffer("thresholds", torch.tensor([lower, upper]))
         self.register_buffer("settling_steps", torch.tensor(int(settling_steps)))
@@ -271,23 +276,30 @@ class LissomV1(nn.Module):
         drive = self.gamma_a * (patches * self.afferent.weight).sum(1)
         eta = self.activation(drive)
         lateral = self.lateral_weights()
+        outgoing = self.outgoing_weights(lateral) if len(eta) == 1 else None  # reused by every sparse step
         for _ in range(int(self.settling_steps)):
-            eta = self.activation(drive + self.lateral_input(eta, lateral))
+            eta = self.activation(drive + self.lateral_input(eta, lateral, outgoing))
         return eta, patches
 
-    def lateral_input(self, eta: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+    def outgoing_weights(self, lateral: torch.Tensor) -> torch.Tensor:
+        """The lateral weights by presynaptic unit, ``[units, K]``: row v holds what v sends to unit
+        v - offset_k (``lateral_targets[v, k]``), so an active unit's weights are one contiguous row."""
+        return lateral.view(-1).index_select(0, self.lateral_weight_index.view(-1)).view_as(self.lateral_targets)
+
+    def lateral_input(self, eta: torch.Tensor, lateral: torch.Tensor,
+                      outgoing: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_k lateral[k, u] eta[u + offset_k]`` for every unit u, ``[B, units]``. For one image with sparse
-        activity, the active units scatter their outgoing weights (work in proportion to the active units);
-        otherwise every unit gathers its disc."""
+        activity, the active units scatter their rows of ``outgoing`` (``outgoing_weights(lateral)``, built here
+        if not given; work in proportion to the active units); otherwise every unit gathers its disc."""
         units = eta.shape[1]
         active = eta[0].nonzero().squeeze(1) if len(eta) == 1 else None
         if active is None or len(active) > self.sparse_below * units:
             return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral).sum(1)
-        targets = self.lateral_targets.index_select(0, active)  # [m, K]
-        offsets = torch.arange(targets.shape[1], device=eta.device) * units
-        weights = lateral.view(-1).index_select(0, (offsets + targets.clamp(max=units - 1)).flatten())
-        values = weights.view_as(targets) * eta[0].index_select(0, active)[:, None]
-        out = eta.new_zeros(units + 1).index_add_(0, targets.flatten(), values.flatten())
+        if outgoing is None:
+            outgoing = self.outgoing_weights(lateral)
+        values = outgoing.index_select(0, active).mul_(eta[0].index_select(0, active)[:, None])
+        targets = self.lateral_targets.index_select(0, active)
+        out = eta.new_zeros(units + 1).index_add_(0, targets.view(-1), values.view(-1))
         return out[:units].unsqueeze(0)
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
