@@ -9,6 +9,7 @@ import math
 import lightning.pytorch as pl
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 __all__ = ["PlateauSchedule", "PreciseBatchNorm"]
@@ -102,7 +103,7 @@ class PlateauSchedule(pl.Callback):
 class PreciseBatchNorm(pl.Callback):
     """Before every validation of a fit, recompute each batch-norm layer's running mean and variance from the
     current weights: an equal-weight average over up to ``max_batches`` training batches (all by default), in
-    training mode without gradients, as ``torch.optim.swa_utils.update_bn`` does ("precise BN", Wu & Johnson 2021).
+    training mode without gradients, by ``torch.optim.swa_utils.update_bn`` ("precise BN", Wu & Johnson 2021).
     Under DDP each rank uses its own shard and the statistics are averaged across ranks.
 
     Why: the running statistics are an exponential average over the last ~1/momentum steps, taken with older
@@ -112,7 +113,8 @@ class PreciseBatchNorm(pl.Callback):
     best checkpoint followed the lag, not the model. The checkpoints written after a validation keep the
     recomputed statistics, so ``test`` uses them too. Training itself is unchanged (it uses batch statistics).
 
-    The first element of a training batch is the model input (``model(batch[0])``), as for every task here.
+    The first element of a training batch is the model input (``model(batch[0])``, moved to the model's device), as
+    for every task here.
     """
 
     def __init__(self, max_batches: int | None = None):
@@ -133,20 +135,7 @@ class PreciseBatchNorm(pl.Callback):
         if loader.persistent_workers:  # a second iteration would reset the epoch's running iterator
             raise ValueError("PreciseBatchNorm cannot read a training DataLoader with persistent_workers=True "
                              "mid-epoch; set persistent_workers=False or remove the callback")
-        momenta = [m.momentum for m in norms]
-        was_training = pl_module.training
-        pl_module.train()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches seen
-        try:
-            with torch.no_grad():
-                for batch in itertools.islice(loader, self.max_batches):
-                    pl_module(trainer.strategy.batch_to_device(batch)[0])
-        finally:
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
-            pl_module.train(was_training)
+        update_bn(itertools.islice(loader, self.max_batches), pl_module, device=pl_module.device)
         if trainer.world_size > 1:
             for m in norms:
                 m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
