@@ -9,6 +9,11 @@ sharding and the metric reduction can make a difference.
 import re
 
 import pytest
+import torch
+from torch import nn
+
+from zoo.data import SyntheticV1DataModule
+from zoo.models import CNNV1
 
 from conftest import TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz
 
@@ -42,12 +47,6 @@ def test_precise_batch_norm_averages_the_statistics_of_both_ranks(tmp_path):
     """Each rank recomputes the batch-norm statistics on its half of the training set; the checkpoint holds their
     average, which for the first batch-norm layer (its input does not depend on batch composition) is the mean over
     the whole training set: 96 images = 2 ranks x 3 batches of 16."""
-    import torch
-    from torch import nn
-
-    from zoo.data import SyntheticV1DataModule
-    from zoo.models import CNNV1
-
     run_bioviz(["fit", *BASE, *DDP, "--trainer.max_epochs=1", "--data.init_args.batch_size=16",
                 "--trainer.callbacks+=zoo.callbacks.PreciseBatchNorm"], cwd=tmp_path)
     ckpt = next(tmp_path.glob("runs/lightning_logs/version_0/checkpoints/last.ckpt"))
