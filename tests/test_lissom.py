@@ -13,7 +13,7 @@ from zoo.data import LissomDataModule, map_gratings
 from zoo.data.lissom import BlobImages, EpochSampler
 from zoo.errors import ShapeMismatchError
 from zoo.layers import DivisiveHebbian, DogLGN, LissomV1, LocalProjection, disc_offsets, piecewise_sigmoid
-from zoo.layers.lissom import sheet_centres
+from zoo.layers.lissom import LateralWeights, sheet_centres
 from zoo.models import Lissom
 from zoo.models.lissom import lissom_schedule
 from zoo.tasks.selforganizing import measure_map, preference_uniformity
@@ -315,12 +315,55 @@ def test_loaded_checkpoint_keeps_the_schedule_state(tmp_path):
 def test_sparse_settling_equals_gathering_every_disc():
     v1 = small_v1()
     lateral = v1.lateral_weights()
+    # Two different combined weights, so that swapping the excitatory and inhibitory parts would show.
+    expected = v1.gamma_e * naive_combined(v1, "excitatory") - v1.gamma_i * naive_combined(v1)
+    assert torch.allclose(lateral, expected, atol=1e-7)
     eta = torch.zeros(1, 100)
     eta[0, [0, 9, 45, 46, 99]] = torch.tensor([0.3, 1.0, 0.5, 0.2, 0.7])  # corners, edges and the middle
     gathered = (v1.inhibitory.patches(eta.view(1, 1, 10, 10)) * lateral).sum(1)
-    assert torch.allclose(v1.lateral_input(eta, lateral), gathered, atol=1e-7)
+    assert torch.allclose(v1.lateral_input(eta), gathered, atol=1e-7)
+    # Settling keeps the outgoing rows it made; later steps with other active units still agree.
+    weights = LateralWeights(v1)
+    for units in ([0, 9, 45], [45, 46, 99, 12], [3]):
+        eta = torch.zeros(1, 100)
+        eta[0, units] = torch.rand(len(units))
+        gathered = (v1.inhibitory.patches(eta.view(1, 1, 10, 10)) * lateral).sum(1)
+        assert torch.allclose(v1.lateral_input(eta, weights), gathered, atol=1e-7)
     v1.sparse_below = 0.0  # the same through the dense path
-    assert torch.allclose(v1.lateral_input(eta, lateral), gathered, atol=1e-7)
+    assert torch.allclose(v1.lateral_input(eta, weights), gathered, atol=1e-7)
+
+
+def naive_combined(v1: LissomV1, name: str = "inhibitory") -> torch.Tensor:
+    """A projection's weights on the inhibitory disc, ``[K_I, units]``, by looking up each offset."""
+    iy, ix = disc_offsets(float(v1.inhibitory.radius))
+    projection = getattr(v1, name)
+    offsets = list(zip(*(d.tolist() for d in disc_offsets(float(projection.radius))), strict=True))
+    out = torch.zeros(len(iy), v1.size**2)
+    for k, offset in enumerate(zip(iy.tolist(), ix.tolist(), strict=True)):
+        if offset in offsets:
+            out[k] = projection.weight[offsets.index(offset)]
+    return out
+
+
+def test_outgoing_weights_are_the_lateral_weights_by_presynaptic_unit():
+    v1 = small_v1()
+    lateral = v1.lateral_weights()
+    units = torch.tensor([0, 7, 45, 99])
+    rows = v1.outgoing_weights(units)
+    iy, ix = disc_offsets(float(v1.inhibitory.radius))
+    for row, v in zip(rows, units.tolist(), strict=True):
+        for k, (dy, dx) in enumerate(zip(iy.tolist(), ix.tolist(), strict=True)):
+            ty, tx = v // 10 - dy, v % 10 - dx  # v sends to unit v - offset_k, which reads v at offset k
+            if 0 <= ty < 10 and 0 <= tx < 10:
+                assert row[k] == lateral[k, ty * 10 + tx], (v, k)
+
+
+def test_patches_of_a_few_units_equal_those_of_all():
+    for proj in (LocalProjection(2, 16, 8, radius=2.5, sigma=2.0, border=3), LocalProjection(1, 10, 10, 2.5, 2.0)):
+        x = torch.rand(2, proj.in_channels, proj.in_size, proj.in_size)
+        units = torch.tensor([0, 5, proj.n_units - 1, 17])
+        assert torch.equal(proj.patches(x, units), proj.patches(x)[:, :, units])
+        assert proj.patches(x, units[:0]).shape == (2, proj.weight.shape[0], 0)
 
 
 def test_units_that_did_not_respond_keep_their_weights():
@@ -332,3 +375,20 @@ def test_units_that_did_not_respond_keep_their_weights():
     optimizer.step(terms={"p": DivisiveHebbian.term(proj.patches(torch.rand(1, 1, 10, 10)), post, 0.5)})
     changed = (proj.weight != before).any(0)
     assert changed.nonzero().flatten().tolist() == [33]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_hebbian_terms_are_presynaptic_input_times_settled_activity(batch):
+    torch.manual_seed(0)
+    model = Lissom(**TINY, schedule=False)
+    net, v1 = model.network, model.network.v1
+    alphas = {"afferent": 0.1, "excitatory": 0.2, "inhibitory": 0.3}
+    images = torch.stack([gaussian_blob((12, 12), orientation=40.0 * i, sigma=(1.0, 3.0)) for i in range(batch)])
+    eta, terms = net.hebbian_terms(images.view(batch, 1, 12, 12), alphas)
+    assert terms["afferent"].units.tolist() == (eta != 0).any(0).nonzero().flatten().tolist()
+    lateral = v1.inhibitory.patches(eta.view(batch, 1, 8, 8))
+    pre = {"afferent": v1.afferent.patches(net.lgn(images.view(batch, 1, 12, 12))), "inhibitory": lateral,
+           "excitatory": lateral[:, v1.excitatory_rows]}
+    for name, term in terms.items():
+        expected = alphas[name] * (pre[name] * eta[:, None]).mean(0)  # every unit, zero where eta is
+        assert torch.allclose(term.dense(64), expected, atol=1e-7), name

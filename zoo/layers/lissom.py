@@ -28,6 +28,7 @@ __all__ = [
     "LocalProjection",
     "DogLGN",
     "LissomV1",
+    "LateralWeights",
     "DivisiveHebbian",
     "HebbianTerm",
     "LissomNetwork",
@@ -96,6 +97,13 @@ class LocalProjection(nn.Module):
         self.register_buffer("disc_rows", (dy + self.reach) * span + (dx + self.reach), persistent=False)
         self.register_buffer("distance", torch.sqrt((dy**2 + dx**2).double()).float().repeat(in_channels),
                              persistent=False)
+        # Gathering for a few units: element (c, k) of unit (i, j)'s patch sits in the flattened padded input at
+        # unit_starts[(i, j)] + patch_offsets[(c, k)].
+        padded_size = in_size + 2 * self.reach
+        self.register_buffer("patch_offsets", (torch.arange(in_channels)[:, None] * padded_size**2
+                                               + dy * padded_size + dx).flatten(), persistent=False)
+        starts = (centres + self.reach)[:, None] * padded_size + (centres + self.reach)[None, :]
+        self.register_buffer("unit_starts", starts.flatten(), persistent=False)
         self.register_buffer("radius", torch.tensor(float(radius)))
         weight = torch.exp(-self.distance[:, None] ** 2 / (2 * sigma**2)).expand(-1, out_size**2).clone()
         if noise:
@@ -112,14 +120,18 @@ class LocalProjection(nn.Module):
         """``[in_channels * K]`` bool: the offsets within the current radius."""
         return self.distance <= self.radius + 1e-6
 
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """The input each unit sees: ``x`` ``[B, C, in, in]`` -> ``[B, C * K, out^2]`` (zeros outside the sheet)."""
+    def patches(self, x: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
+        """The input each unit sees: ``x`` ``[B, C, in, in]`` -> ``[B, C * K, out^2]`` (zeros outside the sheet);
+        with ``units`` (indices), only theirs: ``[B, C * K, len(units)]``."""
         b, c, h, w = x.shape
         if c != self.in_channels or h != self.in_size or w != self.in_size:
             raise ValueError(f"{type(self).__name__} expects input [B, {self.in_channels}, {self.in_size}, "
                              f"{self.in_size}], got {list(x.shape)}")
         n, r, span = self.out_size, self.reach, 2 * self.reach + 1
         padded = F.pad(x, (r,) * 4)
+        if units is not None:  # a gather through flat indices: cheaper than the strided copies below for a few units
+            index = self.patch_offsets[:, None] + self.unit_starts.index_select(0, units)
+            return padded.view(b, -1).index_select(1, index.view(-1)).view(b, c * self.n_offsets, len(units))
         out = x.new_empty(b, c, self.n_offsets, n, n)
         if self.identity_map:  # unit (i, j) reads padded[i + r + dy, j + r + dx]
             size = padded.shape[-1]
@@ -252,10 +264,13 @@ class LissomV1(nn.Module):
         ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
         inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
         self.register_buffer("lateral_targets", torch.where(inside, ty * n + tx, n * n), persistent=False)
-        # Where the weight v sends to each target sits in the [K, n^2] lateral weights (outside -> any valid entry:
-        # it lands in the discarded slot n^2).
+        # Where the weight v sends to each target sits in the [K, n^2] inhibitory weights (outside -> any valid
+        # entry: it lands in the discarded slot n^2), and how far the same connection's excitatory weight sits before
+        # it in the [K_E, n^2] excitatory weights.
         offsets = torch.arange(len(iy))[None, :] * (n * n)
         self.register_buffer("lateral_weight_index", (offsets + self.lateral_targets.clamp(max=n * n - 1)),
+                             persistent=False)
+        self.register_buffer("excitatory_index_shift", (self.excitatory_rows - torch.arange(len(ey))) * (n * n),
                              persistent=False)
         self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
         self.register_buffer("thresholds", torch.tensor([lower, upper]))
@@ -267,43 +282,72 @@ class LissomV1(nn.Module):
 
     def lateral_weights(self) -> torch.Tensor:
         """``gamma_e E - gamma_i I`` on the inhibitory disc, ``[K_I, units]``."""
-        combined = -self.gamma_i * self.inhibitory.weight
-        return combined.index_add(0, self.excitatory_rows, self.gamma_e * self.excitatory.weight)
+        combined = torch.mul(self.inhibitory.weight, -self.gamma_i)
+        return combined.index_add_(0, self.excitatory_rows, self.excitatory.weight, alpha=self.gamma_e)
+
+    def outgoing_weights(self, units: torch.Tensor) -> torch.Tensor:
+        """The lateral weights that ``units`` send, ``[len(units), K_I]``: row i holds what ``units[i]`` = v sends to
+        unit v - offset_k (``lateral_targets[v, k]``); the same values as ``lateral_weights()``, by presynaptic
+        unit."""
+        index = self.lateral_weight_index.index_select(0, units)
+        rows = self.inhibitory.weight.view(-1).index_select(0, index.view(-1)).view_as(index).mul_(-self.gamma_i)
+        index = index.index_select(1, self.excitatory_rows).sub_(self.excitatory_index_shift)
+        excitatory = self.excitatory.weight.view(-1).index_select(0, index.view(-1)).view_as(index)
+        return rows.index_add_(1, self.excitatory_rows, excitatory, alpha=self.gamma_e)
 
     def settle(self, lgn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Settled activity ``[B, units]`` and the afferent patches ``[B, 2 * K_A, units]`` it was driven by."""
         patches = self.afferent.patches(lgn)
         drive = self.gamma_a * (patches * self.afferent.weight).sum(1)
         eta = self.activation(drive)
-        lateral = self.lateral_weights()
-        outgoing = self.outgoing_weights(lateral) if len(eta) == 1 else None  # reused by every sparse step
+        lateral = LateralWeights(self)
         for _ in range(int(self.settling_steps)):
-            eta = self.activation(drive + self.lateral_input(eta, lateral, outgoing))
+            eta = self.activation(drive + self.lateral_input(eta, lateral))
         return eta, patches
 
-    def outgoing_weights(self, lateral: torch.Tensor) -> torch.Tensor:
-        """The lateral weights by presynaptic unit, ``[units, K]``: row v holds what v sends to unit
-        v - offset_k (``lateral_targets[v, k]``), so an active unit's weights are one contiguous row."""
-        return lateral.view(-1).index_select(0, self.lateral_weight_index.view(-1)).view_as(self.lateral_targets)
-
-    def lateral_input(self, eta: torch.Tensor, lateral: torch.Tensor,
-                      outgoing: torch.Tensor | None = None) -> torch.Tensor:
+    def lateral_input(self, eta: torch.Tensor, lateral: LateralWeights | None = None) -> torch.Tensor:
         """``sum_k lateral[k, u] eta[u + offset_k]`` for every unit u, ``[B, units]``. For one image with sparse
-        activity, the active units scatter their rows of ``outgoing`` (``outgoing_weights(lateral)``, built here
-        if not given; work in proportion to the active units); otherwise every unit gathers its disc."""
+        activity, the active units scatter their outgoing weights (work in proportion to the active units);
+        otherwise every unit gathers its disc. ``lateral``: the weights of this settling (made here if not given)."""
+        lateral = lateral if lateral is not None else LateralWeights(self)
         units = eta.shape[1]
         active = eta[0].nonzero().squeeze(1) if len(eta) == 1 else None
         if active is None or len(active) > self.sparse_below * units:
-            return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral).sum(1)
-        if outgoing is None:
-            outgoing = self.outgoing_weights(lateral)
-        values = outgoing.index_select(0, active).mul_(eta[0].index_select(0, active)[:, None])
+            return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral.by_target()).sum(1)
+        values = lateral.outgoing(active).mul_(eta[0].index_select(0, active)[:, None])
         targets = self.lateral_targets.index_select(0, active)
         out = eta.new_zeros(units + 1).index_add_(0, targets.view(-1), values.view(-1))
         return out[:units].unsqueeze(0)
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
         return self.settle(lgn)[0].view(-1, 1, self.size, self.size)
+
+
+class LateralWeights:
+    """V1's lateral weights ``gamma_e E - gamma_i I`` during one settling, in the two layouts settling reads, each
+    made when first needed: ``by_target()`` ``[K_I, units]`` (every unit's inhibitory disc, for gathering when
+    activity is broad) and ``outgoing(active)`` (what each active unit sends, for scattering when few are active).
+    A unit's outgoing row is made once and kept: LISSOM's activity shrinks while it settles, so the units active at
+    the first sparse step are nearly all that ever are, and rows for the others are never made."""
+
+    def __init__(self, v1: LissomV1):
+        self.v1 = v1
+        self._by_target: torch.Tensor | None = None
+        self._rows = v1.inhibitory.weight.new_empty(v1.inhibitory.n_units, v1.inhibitory.n_offsets)
+        self._made = torch.zeros(v1.inhibitory.n_units, dtype=torch.bool, device=self._rows.device)
+
+    def by_target(self) -> torch.Tensor:
+        if self._by_target is None:
+            self._by_target = self.v1.lateral_weights()
+        return self._by_target
+
+    def outgoing(self, active: torch.Tensor) -> torch.Tensor:
+        """``[len(active), K_I]``: the rows of ``LissomV1.outgoing_weights(active)`` (a copy)."""
+        missing = active[~self._made.index_select(0, active)]
+        if len(missing):
+            self._rows.index_copy_(0, missing, self.v1.outgoing_weights(missing))
+            self._made.index_fill_(0, missing, True)
+        return self._rows.index_select(0, active)
 
 
 class HebbianTerm(NamedTuple):
@@ -348,10 +392,23 @@ class DivisiveHebbian(torch.optim.Optimizer):
         return int(self.projections[name].connected().sum())
 
     @staticmethod
-    def term(pre_patches: torch.Tensor, post: torch.Tensor, alpha: float) -> HebbianTerm:
-        """``pre_patches`` ``[B, K, units]``, ``post`` ``[B, units]`` -> the term of the units with ``post != 0``."""
-        units = (post != 0).any(0).nonzero().squeeze(1)
-        values = torch.einsum("bka,ba->ka", pre_patches.index_select(2, units), post.index_select(1, units))
+    def responding(post: torch.Tensor) -> torch.Tensor:
+        """Indices of the units with ``post != 0`` in any image of ``post`` ``[B, units]``."""
+        return (post != 0).any(0).nonzero().squeeze(1)
+
+    @staticmethod
+    def term(pre_patches: torch.Tensor, post: torch.Tensor, alpha: float,
+             units: torch.Tensor | None = None) -> HebbianTerm:
+        """``pre_patches`` ``[B, K, units]``, ``post`` ``[B, units]`` -> the term of the units with ``post != 0``.
+        Given ``units`` (``responding(post)``), ``pre_patches`` holds only theirs, ``[B, K, len(units)]``."""
+        if units is None:
+            units = DivisiveHebbian.responding(post)
+            pre_patches = pre_patches.index_select(2, units)
+        post = post.index_select(1, units)
+        if len(post) == 1:  # one image: a product (einsum would go through a batched matmul)
+            values = pre_patches[0] * post
+        else:
+            values = torch.einsum("bka,ba->ka", pre_patches, post)
         return HebbianTerm(units, values.mul_(alpha / len(post)))
 
     @torch.no_grad()
@@ -391,12 +448,15 @@ class LissomNetwork(nn.Module):
         ``alphas`` = {"afferent", "excitatory", "inhibitory": learning rate per connection}."""
         v1 = self.v1
         eta, afferent_patches = v1.settle(self.lgn(retina))
-        lateral_patches = v1.inhibitory.patches(eta.view(-1, 1, v1.size, v1.size))
+        # Only the units that responded learn, so only their presynaptic input is gathered.
+        units = DivisiveHebbian.responding(eta)
+        lateral_patches = v1.inhibitory.patches(eta.view(-1, 1, v1.size, v1.size), units)
         term = DivisiveHebbian.term
         return eta, {
-            "afferent": term(afferent_patches, eta, alphas["afferent"]),
-            "excitatory": term(lateral_patches.index_select(1, v1.excitatory_rows), eta, alphas["excitatory"]),
-            "inhibitory": term(lateral_patches, eta, alphas["inhibitory"]),
+            "afferent": term(afferent_patches.index_select(2, units), eta, alphas["afferent"], units),
+            "excitatory": term(lateral_patches.index_select(1, v1.excitatory_rows), eta, alphas["excitatory"],
+                               units),
+            "inhibitory": term(lateral_patches, eta, alphas["inhibitory"], units),
         }
 
     def projections(self) -> dict[str, LocalProjection]:
