@@ -219,6 +219,9 @@ class DogLGN(nn.Module):
         offset = torch.arange(n, device=like.device)[None, :] - torch.arange(n, device=like.device)[:, None] + pad
         inside = (offset >= 0) & (offset <= 2 * pad)
         profiles = self.profiles[:, 0].to(like.dtype)
+        # The centre Gaussian's tails fall below the dtype's normal range (subnormal numbers, e.g. < 1.2e-38 in
+        # float32): zero them, which changes no sum, because arithmetic on subnormals is many times slower on CPUs.
+        profiles = profiles.masked_fill(profiles < torch.finfo(like.dtype).tiny, 0.0)
         return torch.where(inside, profiles[:, offset.clamp(0, 2 * pad)], torch.zeros((), dtype=like.dtype,
                                                                                          device=like.device))
 
@@ -263,15 +266,18 @@ class LissomV1(nn.Module):
         vy, vx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
         ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
         inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
-        self.register_buffer("lateral_targets", torch.where(inside, ty * n + tx, n * n), persistent=False)
+        targets = torch.where(inside, ty * n + tx, n * n)
         # Where the weight v sends to each target sits in the [K, n^2] inhibitory weights (outside -> any valid
         # entry: it lands in the discarded slot n^2), and how far the same connection's excitatory weight sits before
-        # it in the [K_E, n^2] excitatory weights.
+        # it in the [K_E, n^2] excitatory weights. Settling selects the active units' rows of these tables at every
+        # step: int32 halves that memory traffic (and the tables) where the indices fit.
+        index_dtype = torch.int32 if len(iy) * n * n < 2**31 else torch.long
         offsets = torch.arange(len(iy))[None, :] * (n * n)
-        self.register_buffer("lateral_weight_index", (offsets + self.lateral_targets.clamp(max=n * n - 1)),
+        self.register_buffer("lateral_targets", targets.to(index_dtype), persistent=False)
+        self.register_buffer("lateral_weight_index", (offsets + targets.clamp(max=n * n - 1)).to(index_dtype),
                              persistent=False)
-        self.register_buffer("excitatory_index_shift", (self.excitatory_rows - torch.arange(len(ey))) * (n * n),
-                             persistent=False)
+        self.register_buffer("excitatory_index_shift", ((self.excitatory_rows - torch.arange(len(ey))) * (n * n))
+                             .to(index_dtype), persistent=False)
         self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
         self.register_buffer("thresholds", torch.tensor([lower, upper]))
         self.register_buffer("settling_steps", torch.tensor(int(settling_steps)))
