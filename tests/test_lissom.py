@@ -392,3 +392,16 @@ def test_hebbian_terms_are_presynaptic_input_times_settled_activity(batch):
     for name, term in terms.items():
         expected = alphas[name] * (pre[name] * eta[:, None]).mean(0)  # every unit, zero where eta is
         assert torch.allclose(term.dense(64), expected, atol=1e-7), name
+
+
+def test_lgn_blur_has_no_subnormal_weights():
+    """Subnormal floats make CPU arithmetic many times slower; the centre Gaussian's far tail would hold some."""
+    lgn = DogLGN(0.73, 2.92, radius=13.7)
+    x = torch.rand(1, 1, 56, 56)
+    blur = lgn._blur_matrices(56, x)
+    assert not ((blur != 0) & (blur.abs() < torch.finfo(torch.float32).tiny)).any()
+    profiles = lgn.profiles[:, 0]  # what the tails held: only values below float32's normal range were dropped
+    kept = profiles.masked_fill(profiles < torch.finfo(torch.float32).tiny, 0.0)
+    assert (profiles - kept).abs().max() < torch.finfo(torch.float32).tiny
+    assert int((blur[0] > 0).sum(1).min()) > 1
+

@@ -152,7 +152,21 @@ class LocalProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Weighted input of every unit: ``[B, C, in, in]`` -> ``[B, out^2]``."""
-        return (self.patches(x) * self.weight).sum(1)
+        return self.weighted_sum(self.patches(x))
+
+    def weighted_sum(self, patches: torch.Tensor, block: int = 32) -> torch.Tensor:
+        """``(patches * weight).sum(1)`` for ``patches(x)`` ``[B, C * K, out^2]``, accumulated ``block`` offsets at
+        a time, so that no product as large as the weights is written and read back (the accumulator stays in
+        cache)."""
+        rows = self.weight.shape[0]
+        whole = rows - rows % block
+        total = patches.new_zeros(len(patches), min(block, rows), self.n_units)
+        for k in range(0, whole, block):
+            total.addcmul_(patches[:, k:k + block], self.weight[k:k + block])
+        total = total.sum(1)
+        if whole < rows:
+            total += (patches[:, whole:] * self.weight[whole:]).sum(1)
+        return total
 
     @torch.no_grad()
     def shrink(self, radius: float) -> None:
@@ -304,11 +318,12 @@ class LissomV1(nn.Module):
     def settle(self, lgn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Settled activity ``[B, units]`` and the afferent patches ``[B, 2 * K_A, units]`` it was driven by."""
         patches = self.afferent.patches(lgn)
-        drive = self.gamma_a * (patches * self.afferent.weight).sum(1)
-        eta = self.activation(drive)
+        drive = self.gamma_a * self.afferent.weighted_sum(patches)
+        lower, upper = self.thresholds.tolist()
+        eta = piecewise_sigmoid(drive, lower, upper)
         lateral = LateralWeights(self)
         for _ in range(int(self.settling_steps)):
-            eta = self.activation(drive + self.lateral_input(eta, lateral))
+            eta = piecewise_sigmoid(drive + self.lateral_input(eta, lateral), lower, upper)
         return eta, patches
 
     def lateral_input(self, eta: torch.Tensor, lateral: LateralWeights | None = None) -> torch.Tensor:
@@ -410,12 +425,10 @@ class DivisiveHebbian(torch.optim.Optimizer):
         if units is None:
             units = DivisiveHebbian.responding(post)
             pre_patches = pre_patches.index_select(2, units)
-        post = post.index_select(1, units)
+        post = post.index_select(1, units).mul_(alpha / len(post))
         if len(post) == 1:  # one image: a product (einsum would go through a batched matmul)
-            values = pre_patches[0] * post
-        else:
-            values = torch.einsum("bka,ba->ka", pre_patches, post)
-        return HebbianTerm(units, values.mul_(alpha / len(post)))
+            return HebbianTerm(units, pre_patches[0] * post)
+        return HebbianTerm(units, torch.einsum("bka,ba->ka", pre_patches, post))
 
     @torch.no_grad()
     def step(self, closure=None, terms: dict[str, HebbianTerm] | None = None):
@@ -430,7 +443,9 @@ class DivisiveHebbian(torch.optim.Optimizer):
                 continue
             projection = self.projections[name]
             weight = projection.weight.index_select(1, units).add_(values)
-            weight.mul_(projection.connected()[:, None])
+            connected = projection.connected()
+            if not connected.all():  # a shrunk projection: keep the cut connections at zero
+                weight.mul_(connected[:, None])
             projection.weight.index_copy_(1, units, weight.div_(weight.sum(0, keepdim=True).clamp_min(1e-30)))
         return loss
 
