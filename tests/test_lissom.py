@@ -109,13 +109,13 @@ def test_settling_applies_lateral_excitation_and_inhibition():
     lgn = torch.zeros(1, 2, 12, 12)
     lgn[0, 0, 4:8, 4:8] = 1.0
     drive = v1.gamma_a * v1.afferent(lgn)
-    assert torch.allclose(v1.settle(lgn)[0], v1.activation(drive))
+    assert torch.allclose(v1.settle(lgn), v1.activation(drive))
     v1.settling_steps.fill_(3)
     eta = v1.activation(drive)
     for _ in range(3):
         sheet = eta.view(1, 1, 10, 10)
         eta = v1.activation(drive + v1.gamma_e * v1.excitatory(sheet) - v1.gamma_i * v1.inhibitory(sheet))
-    assert torch.allclose(v1.settle(lgn)[0], eta, atol=1e-6)
+    assert torch.allclose(v1.settle(lgn), eta, atol=1e-6)
     with pytest.raises(ValueError, match="excitatory radius"):
         small_v1(excitatory_radius=3.0)
 
@@ -127,7 +127,7 @@ def test_hebbian_update_uses_the_settled_activity_and_keeps_weights_normalised()
     optimizer = model.configure_optimizers()
     image = gaussian_blob((12, 12), orientation=30.0, sigma=(1.0, 3.0), amplitude=1.0)
     lgn = net.lgn(image)
-    settled, patches = v1.settle(lgn)
+    settled, patches = v1.settle(lgn), v1.afferent.patches(lgn)
     unsettled = v1.activation(v1.gamma_a * v1.afferent(lgn))
     assert not torch.allclose(settled, unsettled)  # lateral interactions changed the activity
     alphas = optimizer.alphas()

@@ -315,16 +315,15 @@ class LissomV1(nn.Module):
         excitatory = self.excitatory.weight.view(-1).index_select(0, index.view(-1)).view_as(index)
         return rows.index_add_(1, self.excitatory_rows, excitatory, alpha=self.gamma_e)
 
-    def settle(self, lgn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Settled activity ``[B, units]`` and the afferent patches ``[B, 2 * K_A, units]`` it was driven by."""
-        patches = self.afferent.patches(lgn)
-        drive = self.gamma_a * self.afferent.weighted_sum(patches)
+    def settle(self, lgn: torch.Tensor) -> torch.Tensor:
+        """Settled activity ``[B, units]``."""
+        drive = self.gamma_a * self.afferent(lgn)
         lower, upper = self.thresholds.tolist()
         eta = piecewise_sigmoid(drive, lower, upper)
         lateral = LateralWeights(self)
         for _ in range(int(self.settling_steps)):
             eta = piecewise_sigmoid(drive + self.lateral_input(eta, lateral), lower, upper)
-        return eta, patches
+        return eta
 
     def lateral_input(self, eta: torch.Tensor, lateral: LateralWeights | None = None) -> torch.Tensor:
         """``sum_k lateral[k, u] eta[u + offset_k]`` for every unit u, ``[B, units]``. For one image with sparse
@@ -341,7 +340,7 @@ class LissomV1(nn.Module):
         return out[:units].unsqueeze(0)
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
-        return self.settle(lgn)[0].view(-1, 1, self.size, self.size)
+        return self.settle(lgn).view(-1, 1, self.size, self.size)
 
 
 class LateralWeights:
@@ -468,13 +467,14 @@ class LissomNetwork(nn.Module):
         """Settle on ``retina``; return (settled activity ``[B, units]``, {projection name: Hebbian term}) for
         ``alphas`` = {"afferent", "excitatory", "inhibitory": learning rate per connection}."""
         v1 = self.v1
-        eta, afferent_patches = v1.settle(self.lgn(retina))
+        lgn = self.lgn(retina)
+        eta = v1.settle(lgn)
         # Only the units that responded learn, so only their presynaptic input is gathered.
         units = DivisiveHebbian.responding(eta)
         lateral_patches = v1.inhibitory.patches(eta.view(-1, 1, v1.size, v1.size), units)
         term = DivisiveHebbian.term
         return eta, {
-            "afferent": term(afferent_patches.index_select(2, units), eta, alphas["afferent"], units),
+            "afferent": term(v1.afferent.patches(lgn, units), eta, alphas["afferent"], units),
             "excitatory": term(lateral_patches.index_select(1, v1.excitatory_rows), eta, alphas["excitatory"],
                                units),
             "inhibitory": term(lateral_patches, eta, alphas["inhibitory"], units),
