@@ -275,22 +275,23 @@ class LissomV1(nn.Module):
         self.register_buffer("excitatory_rows", torch.tensor([lookup[(int(a), int(b))] for a, b in zip(ey, ex,
                                                                                                      strict=True)]),
                              persistent=False)
-        # For sparse activity (one image): presynaptic unit v reaches unit v - offset_k; outside the sheet -> slot n^2.
-        n = size
-        vy, vx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        ty, tx = vy.reshape(-1, 1) - iy, vx.reshape(-1, 1) - ix
-        inside = (ty >= 0) & (ty < n) & (tx >= 0) & (tx < n)
-        targets = torch.where(inside, ty * n + tx, n * n)
-        # Where the weight v sends to each target sits in the [K, n^2] inhibitory weights (outside -> any valid
-        # entry: it lands in the discarded slot n^2), and how far the same connection's excitatory weight sits before
-        # it in the [K_E, n^2] excitatory weights. Settling selects the active units' rows of these tables at every
-        # step: int32 halves that memory traffic (and the tables) where the indices fit.
-        index_dtype = torch.int32 if len(iy) * n * n < 2**31 else torch.long
-        offsets = torch.arange(len(iy))[None, :] * (n * n)
-        self.register_buffer("lateral_targets", targets.to(index_dtype), persistent=False)
-        self.register_buffer("lateral_weight_index", (offsets + targets.clamp(max=n * n - 1)).to(index_dtype),
+        # For sparse activity (one image): presynaptic unit v reaches unit v - offset_k. Settling scatters into a
+        # sheet padded by the inhibitory reach r, where v sits at padded_units[v] and its targets at
+        # padded_units[v] + target_offsets (targets outside the sheet land in the padding, which is dropped).
+        # The weight v sends along offset k sits at flat index v + weight_offsets[k] of the [K, n^2] inhibitory
+        # weights (and v + excitatory_weight_offsets[k] of the [K_E, n^2] excitatory ones). Indices are computed
+        # per active unit rather than read from [n^2, K] tables, which would be as large as the weights; int32
+        # halves the traffic where they fit.
+        n, r = size, self.inhibitory.reach
+        padded = n + 2 * r
+        index_dtype = torch.int32 if len(iy) * max(n, padded) ** 2 < 2**31 else torch.long
+        units = torch.arange(n * n)
+        self.register_buffer("padded_units", ((units // n + r) * padded + units % n + r).to(index_dtype),
                              persistent=False)
-        self.register_buffer("excitatory_index_shift", ((self.excitatory_rows - torch.arange(len(ey))) * (n * n))
+        self.register_buffer("target_offsets", (-(iy * padded + ix)).to(index_dtype), persistent=False)
+        self.register_buffer("weight_offsets", (torch.arange(len(iy)) * n * n - (iy * n + ix)).to(index_dtype),
+                             persistent=False)
+        self.register_buffer("excitatory_weight_offsets", (torch.arange(len(ey)) * n * n - (ey * n + ex))
                              .to(index_dtype), persistent=False)
         self.sparse_below = 0.25  # active fraction under which settling scatters from the active units
         self.register_buffer("thresholds", torch.tensor([lower, upper]))
@@ -307,12 +308,15 @@ class LissomV1(nn.Module):
 
     def outgoing_weights(self, units: torch.Tensor) -> torch.Tensor:
         """The lateral weights that ``units`` send, ``[len(units), K_I]``: row i holds what ``units[i]`` = v sends to
-        unit v - offset_k (``lateral_targets[v, k]``); the same values as ``lateral_weights()``, by presynaptic
-        unit."""
-        index = self.lateral_weight_index.index_select(0, units)
-        rows = self.inhibitory.weight.view(-1).index_select(0, index.view(-1)).view_as(index).mul_(-self.gamma_i)
-        index = index.index_select(1, self.excitatory_rows).sub_(self.excitatory_index_shift)
-        excitatory = self.excitatory.weight.view(-1).index_select(0, index.view(-1)).view_as(index)
+        unit v - offset_k, the same values as ``lateral_weights()``, by presynaptic unit. Where v - offset_k lies
+        outside the sheet, the entry is some other weight (settling drops what it sends there)."""
+        weights = self.inhibitory.weight.view(-1)
+        index = (units.to(self.weight_offsets.dtype)[:, None] + self.weight_offsets).clamp_(0, len(weights) - 1)
+        rows = weights.index_select(0, index.view(-1)).view_as(index).mul_(-self.gamma_i)
+        weights = self.excitatory.weight.view(-1)
+        index = (units.to(self.weight_offsets.dtype)[:, None] + self.excitatory_weight_offsets).clamp_(
+            0, len(weights) - 1)
+        excitatory = weights.index_select(0, index.view(-1)).view_as(index)
         return rows.index_add_(1, self.excitatory_rows, excitatory, alpha=self.gamma_e)
 
     def settle(self, lgn: torch.Tensor) -> torch.Tensor:
@@ -335,9 +339,10 @@ class LissomV1(nn.Module):
         if active is None or len(active) > self.sparse_below * units:
             return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral.by_target()).sum(1)
         values = lateral.outgoing(active).mul_(eta[0].index_select(0, active)[:, None])
-        targets = self.lateral_targets.index_select(0, active)
-        out = eta.new_zeros(units + 1).index_add_(0, targets.view(-1), values.view(-1))
-        return out[:units].unsqueeze(0)
+        targets = self.padded_units.index_select(0, active)[:, None] + self.target_offsets
+        n, r = self.size, self.inhibitory.reach
+        out = eta.new_zeros((n + 2 * r) ** 2).index_add_(0, targets.view(-1), values.view(-1))
+        return out.view(n + 2 * r, -1)[r:r + n, r:r + n].reshape(1, units)
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
         return self.settle(lgn).view(-1, 1, self.size, self.size)
