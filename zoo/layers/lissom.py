@@ -123,50 +123,55 @@ class LocalProjection(nn.Module):
     def patches(self, x: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
         """The input each unit sees: ``x`` ``[B, C, in, in]`` -> ``[B, C * K, out^2]`` (zeros outside the sheet);
         with ``units`` (indices), only theirs: ``[B, C * K, len(units)]``."""
-        b, c, h, w = x.shape
-        if c != self.in_channels or h != self.in_size or w != self.in_size:
-            raise ValueError(f"{type(self).__name__} expects input [B, {self.in_channels}, {self.in_size}, "
-                             f"{self.in_size}], got {list(x.shape)}")
-        n, r, span = self.out_size, self.reach, 2 * self.reach + 1
-        padded = F.pad(x, (r,) * 4)
+        self._check_input(x)
+        b, c = x.shape[:2]
         if units is not None:  # a gather through flat indices: cheaper than the strided copies below for a few units
             index = self.patch_offsets[:, None] + self.unit_starts.index_select(0, units)
+            padded = F.pad(x, (self.reach,) * 4)
             return padded.view(b, -1).index_select(1, index.view(-1)).view(b, c * self.n_offsets, len(units))
-        out = x.new_empty(b, c, self.n_offsets, n, n)
+        out = x.new_empty(b, c, self.n_offsets, self.out_size, self.out_size)
+        for k, rows in self._disc_rows(x):
+            out[:, :, k:k + rows.shape[2]] = rows
+        return out.view(b, c * self.n_offsets, self.n_units)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted input of every unit, ``(patches(x) * weight).sum(1)``: ``[B, C, in, in]`` -> ``[B, out^2]``.
+        ``weight`` (laid out as ``self.weight``) replaces the projection's own. One row of the disc at a time, each
+        multiplied into a small accumulator, so the patches (as large as the weights) are never written out."""
+        self._check_input(x)
+        b, c = x.shape[:2]
+        n = self.out_size
+        weight = (self.weight if weight is None else weight).view(c, self.n_offsets, n, n)
+        total = x.new_zeros(b, c, max(self.row_widths) * 2 + 1, n, n)
+        for k, rows in self._disc_rows(x):
+            width = rows.shape[2]
+            total[:, :, :width].addcmul_(rows, weight[:, k:k + width])
+        return total.sum((1, 2)).view(b, self.n_units)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.in_size, self.in_size):
+            raise ValueError(f"{type(self).__name__} expects input [B, {self.in_channels}, {self.in_size}, "
+                             f"{self.in_size}], got {list(x.shape)}")
+
+    def _disc_rows(self, x: torch.Tensor):
+        """For each row offset dy of the disc, its first offset k and what the units see at the offsets of that
+        row, ``[B, C, row width, out, out]`` (a view of the zero-padded input, or a small copy)."""
+        b, c = x.shape[:2]
+        n, r, span = self.out_size, self.reach, 2 * self.reach + 1
+        padded = F.pad(x, (r,) * 4)
         if self.identity_map:  # unit (i, j) reads padded[i + r + dy, j + r + dx]
             size = padded.shape[-1]
-            view = padded.as_strided((b, c, span, span, n, n),
-                                     (c * size * size, size * size, size, 1, size, 1))
+            view = padded.as_strided((b, c, span, span, n, n), (c * size * size, size * size, size, 1, size, 1))
         else:  # expanded[..., y, s, j] = padded[..., y, centre_j + s]; rows picked per dy below
             view = padded.index_select(3, self.column_index).view(b, c, -1, span, n)
         k = 0
         for dy, width in zip(range(-r, r + 1), self.row_widths, strict=True):
             cols = slice(r - width, r + width + 1)
             if self.identity_map:
-                out[:, :, k:k + 2 * width + 1] = view[:, :, dy + r, cols]
-            else:
-                rows = view.index_select(2, self.centres + dy + r)  # [B, C, n, span, n]
-                out[:, :, k:k + 2 * width + 1] = rows[:, :, :, cols].transpose(2, 3)
+                yield k, view[:, :, dy + r, cols]
+            else:  # [B, C, n, span, n] -> the row's columns, offsets before units
+                yield k, view.index_select(2, self.centres + dy + r)[:, :, :, cols].transpose(2, 3)
             k += 2 * width + 1
-        return out.view(b, c * self.n_offsets, n * n)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Weighted input of every unit: ``[B, C, in, in]`` -> ``[B, out^2]``."""
-        return self.weighted_sum(self.patches(x))
-
-    def weighted_sum(self, patches: torch.Tensor, block: int = 32) -> torch.Tensor:
-        """``(patches * weight).sum(1)`` for ``patches(x)`` ``[B, C * K, out^2]``, accumulated ``block`` offsets at
-        a time, so that no product as large as the weights is written and read back (the accumulator stays in
-        cache)."""
-        rows = self.weight.shape[0]
-        whole = rows - rows % block
-        total = patches.new_zeros(len(patches), min(block, rows), self.n_units)
-        for k in range(0, whole, block):
-            total.addcmul_(patches[:, k:k + block], self.weight[k:k + block])
-        total = total.sum(1)
-        if whole < rows:
-            total += (patches[:, whole:] * self.weight[whole:]).sum(1)
-        return total
 
     @torch.no_grad()
     def shrink(self, radius: float) -> None:
@@ -337,7 +342,7 @@ class LissomV1(nn.Module):
         units = eta.shape[1]
         active = eta[0].nonzero().squeeze(1) if len(eta) == 1 else None
         if active is None or len(active) > self.sparse_below * units:
-            return (self.inhibitory.patches(eta.view(-1, 1, self.size, self.size)) * lateral.by_target()).sum(1)
+            return self.inhibitory(eta.view(-1, 1, self.size, self.size), lateral.by_target())
         values = lateral.outgoing(active).mul_(eta[0].index_select(0, active)[:, None])
         targets = self.padded_units.index_select(0, active)[:, None] + self.target_offsets
         n, r = self.size, self.inhibitory.reach
