@@ -375,8 +375,11 @@ class LateralWeights:
         """``[len(active), K_I]``: the rows of ``LissomV1.outgoing_weights(active)`` (a copy)."""
         missing = active[~self._made.index_select(0, active)]
         if len(missing):
-            self._rows.index_copy_(0, missing, self.v1.outgoing_weights(missing))
+            rows = self.v1.outgoing_weights(missing)
+            self._rows.index_copy_(0, missing, rows)
             self._made.index_fill_(0, missing, True)
+            if len(missing) == len(active):  # all new (the first sparse step): these rows are already a copy
+                return rows
         return self._rows.index_select(0, active)
 
 
