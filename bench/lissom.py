@@ -8,8 +8,10 @@ and inhibition, Hebbian terms from the settled activity, divisive normalisation 
     OMP_NUM_THREADS=1 python bench/lissom.py [--config configs/lissom/cortex_48.yaml] [--steps 30] [--batch 1]
         [--checkpoint runs/lissom_cortex_48/version_0/checkpoints/last.ckpt]
 
-Without ``--checkpoint`` the step is timed on the untrained model (broad activity: settling gathers every disc);
-with it, on trained weights and the schedule state they reached (sparse activity: the active units scatter).
+Without ``--checkpoint`` the step is timed on the untrained model (5-30 % of V1 responds: settling scatters from
+the active units, and gathers every unit's disc at the steps where more than a quarter are active); with it, on
+trained weights and the schedule state they reached (~1 % active). ``bench/lissom_revisions.py`` compares two
+versions of the local step side by side.
 """
 
 from __future__ import annotations
