@@ -92,6 +92,8 @@ class LocalProjection(nn.Module):
                            for a in range(-self.reach, self.reach + 1)]
         self.identity_map = in_size == out_size and border == 0
         self.register_buffer("centres", centres, persistent=False)
+        # input_rows[dy + reach]: the padded input row each output row reads at row offset dy.
+        self.register_buffer("input_rows", centres + torch.arange(span)[:, None], persistent=False)
         self.register_buffer("column_index", (torch.arange(span)[:, None] + centres[None, :]).flatten(),
                              persistent=False)
         self.register_buffer("disc_rows", (dy + self.reach) * span + (dx + self.reach), persistent=False)
@@ -170,7 +172,7 @@ class LocalProjection(nn.Module):
             if self.identity_map:
                 yield k, view[:, :, dy + r, cols]
             else:  # [B, C, n, span, n] -> the row's columns, offsets before units
-                yield k, view.index_select(2, self.centres + dy + r)[:, :, :, cols].transpose(2, 3)
+                yield k, view.index_select(2, self.input_rows[dy + r])[:, :, :, cols].transpose(2, 3)
             k += 2 * width + 1
 
     @torch.no_grad()
