@@ -258,7 +258,9 @@ class LissomV1(nn.Module):
 
     ``lower``, ``upper`` (the sigmoid's thresholds) and ``settling_steps`` are buffers, so a checkpoint keeps the
     values a training schedule reached. The lateral projections are combined into one set of weights on the
-    inhibitory disc (the excitatory disc lies inside it), so each settling step gathers the activity once.
+    inhibitory disc (the excitatory disc lies inside it, ``LateralWeights``), so each settling step reads the activity
+    once: every unit gathers its disc, or, when few units are active (one image), the active ones scatter what they
+    send.
     """
 
     def __init__(self, lgn_size: int, size: int, afferent_radius: float, afferent_sigma: float,
