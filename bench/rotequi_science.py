@@ -8,8 +8,16 @@ validation loss), the oracles, parameters (core and total), the step of that che
 
     OMP_NUM_THREADS=1 python bench/rotequi_science.py --out science_runs --jobs 2
 
+Overrides after ``--`` go to every model, e.g. the same penalty weights for all (the configs carry the penalties
+the paper tuned for each model on its data, not on this simulation):
+
+    ... -- --model.init_args.conv_smooth_weight=0.0015324 --model.init_args.conv_sparse_weight=0.007974 \
+           --model.init_args.readout_sparsity=0.0179
+
 ``--trajectories`` trains nothing: it prints every run's validation loss / correlation under ``--out`` side by side
-at equal steps (from the TensorBoard logs), also for runs that were stopped before their test.
+at equal steps (from the TensorBoard logs), also for runs that were stopped before their test. ``--results`` trains
+nothing either: it prints the test results of every model under ``--out`` (also from several runs of this script
+sharing it) and whether the claim holds: RotEquiV1 16 x 8 above every CNN with as many or more parameters.
 """
 
 from __future__ import annotations
@@ -106,6 +114,45 @@ def print_trajectories(out: Path, at: list[int] | None = None) -> None:
         print(f"{name:36s}" + "".join(f"{c:>15s}" for c in cells))
 
 
+def read_results(out: Path) -> list[dict]:
+    """The test results of every model trained under ``out`` (``results.jsonl``; several drivers may share it)."""
+    path = out / "results.jsonl"
+    if not path.exists():
+        raise SystemExit(f"no test results in {path}; run the science check with --out {out} first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def claim_verdict(results: list[dict]) -> str:
+    """Whether RotEquiV1 16 x 8 reached a higher test correlation than every CNN baseline with as many or more
+    (total trainable) parameters, the science check's claim, naming each such CNN and its correlation."""
+    rotequi = [r for r in results if r["model"] == "rotequi_16x8"]
+    if len(rotequi) != 1:
+        return f"claim not decided: {len(rotequi)} RotEquiV1 16x8 results (need exactly one per run directory)"
+    ours = rotequi[0]
+    rivals = [r for r in results if r["model"].startswith("cnn_") and r["params_total"] >= ours["params_total"]]
+    if not rivals:
+        return "claim not decided: no CNN baseline with as many or more parameters was tested"
+    beaten = [r for r in rivals if ours["test/corr"] > r["test/corr"]]
+    listed = ", ".join(f"{r['model']} {r['test/corr']:.3f}" for r in rivals)
+    untested = [m for m in MODELS if m.startswith("cnn_") and m not in {r["model"] for r in results}]
+    if len(beaten) < len(rivals):
+        holds = "NOT SHOWN"
+    else:
+        holds = f"HOLDS for the tested CNNs only (not tested: {', '.join(untested)})" if untested else "HOLDS"
+    return (f"claim {holds}: RotEquiV1 16x8 {ours['test/corr']:.3f} beats {len(beaten)} of {len(rivals)} CNNs with "
+            f">= {ours['params_total']:,} parameters ({listed})")
+
+
+def print_results(results: list[dict]) -> None:
+    print(f"{'model':18s} {'test/corr':>9s} {'oracle':>7s} {'true':>7s} {'core params':>11s} {'total':>9s} "
+          f"{'best at':>7s} {'fit s':>6s}")
+    for r in results:
+        print(f"{r['model']:18s} {r.get('test/corr', float('nan')):9.3f} {r.get('test/oracle', float('nan')):7.3f} "
+              f"{r.get('test/oracle_true', float('nan')):7.3f} {r['params_core']:11d} {r['params_total']:9d} "
+              f"{r['best_step']:7d} {r['fit_seconds']:6d}" + ("  (step cap)" if r.get("hit_step_cap") else ""))
+    print(claim_verdict(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="science_runs")
@@ -117,20 +164,22 @@ def main() -> None:
     parser.add_argument("--trajectories", action="store_true",
                         help="print the validation trajectories of the runs under --out and exit")
     parser.add_argument("--at", type=int, nargs="+", help="with --trajectories: these steps (default: ~6 of them)")
+    parser.add_argument("--results", action="store_true",
+                        help="print the test results of every model trained under --out (also by other runs of this "
+                             "script with the same --out) and whether the claim holds, and exit")
     parser.add_argument("extra", nargs="*", help="more bioviz overrides for every model, after --")
     args = parser.parse_args()
     if args.trajectories:
         print_trajectories(Path(args.out), args.at)
         return
+    if args.results:
+        print_results(read_results(Path(args.out)))
+        return
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda name: run(name, MODELS[name], args), args.models))
-    print(f"\n{'model':18s} {'test/corr':>9s} {'oracle':>7s} {'true':>7s} {'core params':>11s} {'total':>9s} "
-          f"{'best at':>7s} {'fit s':>6s}")
-    for r in results:
-        print(f"{r['model']:18s} {r.get('test/corr', float('nan')):9.3f} {r.get('test/oracle', float('nan')):7.3f} "
-              f"{r.get('test/oracle_true', float('nan')):7.3f} {r['params_core']:11d} {r['params_total']:9d} "
-              f"{r['best_step']:7d} {r['fit_seconds']:6d}")
+    print()
+    print_results(results)
 
 
 if __name__ == "__main__":
