@@ -4,7 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "rotequi_science.py"
 
@@ -55,3 +57,33 @@ def test_results_are_read_from_every_driver_sharing_the_directory(science, tmp_p
     assert "rotequi_16x8" in out and "cnn_64" in out and "claim HOLDS for the tested CNNs only" in out
     with pytest.raises(SystemExit, match="no test results"):
         science.read_results(tmp_path / "missing")
+
+
+def test_per_neuron_correlation_is_pearson_r_of_each_column(science):
+    generator = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(50, 3, generator=generator), torch.randn(50, 3, generator=generator)
+    expected = [np.corrcoef(pred[:, i], target[:, i])[0, 1] for i in range(3)]
+    assert torch.allclose(science.per_neuron_correlation(pred, target).double(), torch.tensor(expected), atol=1e-6)
+
+
+def test_paired_comparison_resamples_the_same_test_images_for_both_models(science, monkeypatch, tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(200, 30, generator=generator)
+    good = target + 0.5 * torch.randn(200, 30, generator=generator)
+    bad = target + 1.0 * torch.randn(200, 30, generator=generator)
+    runs = {"rotequi_16x8": (good, target), "cnn_64": (bad, target), "cnn_32": (good, target + 1)}
+    monkeypatch.setattr(science, "_best_run", lambda out, model: model)
+    monkeypatch.setattr(science, "test_predictions", lambda model: runs[model])
+    result = science.paired_comparison(tmp_path, "rotequi_16x8", "cnn_64", resamples=200)
+    low, high = result["interval_95"]
+    assert result["difference"] == pytest.approx(result["corr_first"] - result["corr_second"], abs=1e-6)
+    assert 0 < low < result["difference"] < high and result["neurons_first_higher"] > 0.9
+    with pytest.raises(SystemExit, match="different data"):
+        science.paired_comparison(tmp_path, "rotequi_16x8", "cnn_32")
+
+
+def test_paired_comparison_names_a_missing_run(science, tmp_path):
+    with pytest.raises(SystemExit, match="no best checkpoint of rotequi_16x8"):
+        science.paired_comparison(tmp_path, "rotequi_16x8", "cnn_64")
+    with pytest.raises(SystemExit, match="unknown model"):
+        science.paired_comparison(tmp_path, "resnet", "cnn_64")
