@@ -8,8 +8,18 @@ validation loss), the oracles, parameters (core and total), the step of that che
 
     OMP_NUM_THREADS=1 python bench/rotequi_science.py --out science_runs --jobs 2
 
+Overrides after ``--`` go to every model, e.g. the same penalty weights for all (the configs carry the penalties
+the paper tuned for each model on its data, not on this simulation):
+
+    ... -- --model.init_args.conv_smooth_weight=0.0015324 --model.init_args.conv_sparse_weight=0.007974 \
+           --model.init_args.readout_sparsity=0.0179
+
 ``--trajectories`` trains nothing: it prints every run's validation loss / correlation under ``--out`` side by side
-at equal steps (from the TensorBoard logs), also for runs that were stopped before their test.
+at equal steps (from the TensorBoard logs), also for runs that were stopped before their test. ``--results`` trains
+nothing either: it prints the test results of every model under ``--out`` (also from several runs of this script
+sharing it) and whether the claim holds: RotEquiV1 16 x 8 above every CNN with as many or more parameters.
+``--compare MODEL OTHER`` scores the two best checkpoints on their test set again and gives the difference of their
+test correlations with a 95 % interval over resampled test images (both models on each resample).
 """
 
 from __future__ import annotations
@@ -106,6 +116,103 @@ def print_trajectories(out: Path, at: list[int] | None = None) -> None:
         print(f"{name:36s}" + "".join(f"{c:>15s}" for c in cells))
 
 
+def read_results(out: Path) -> list[dict]:
+    """The test results of every model trained under ``out`` (``results.jsonl``; several drivers may share it)."""
+    path = out / "results.jsonl"
+    if not path.exists():
+        raise SystemExit(f"no test results in {path}; run the science check with --out {out} first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def claim_verdict(results: list[dict]) -> str:
+    """Whether RotEquiV1 16 x 8 reached a higher test correlation than every CNN baseline with as many or more
+    (total trainable) parameters, the science check's claim, naming each such CNN and its correlation."""
+    rotequi = [r for r in results if r["model"] == "rotequi_16x8"]
+    if len(rotequi) != 1:
+        return f"claim not decided: {len(rotequi)} RotEquiV1 16x8 results (need exactly one per run directory)"
+    ours = rotequi[0]
+    rivals = [r for r in results if r["model"].startswith("cnn_") and r["params_total"] >= ours["params_total"]]
+    if not rivals:
+        return "claim not decided: no CNN baseline with as many or more parameters was tested"
+    beaten = [r for r in rivals if ours["test/corr"] > r["test/corr"]]
+    listed = ", ".join(f"{r['model']} {r['test/corr']:.3f}" for r in rivals)
+    untested = [m for m in MODELS if m.startswith("cnn_") and m not in {r["model"] for r in results}]
+    if len(beaten) < len(rivals):
+        holds = "NOT SHOWN"
+    else:
+        holds = f"HOLDS for the tested CNNs only (not tested: {', '.join(untested)})" if untested else "HOLDS"
+    return (f"claim {holds}: RotEquiV1 16x8 {ours['test/corr']:.3f} beats {len(beaten)} of {len(rivals)} CNNs with "
+            f">= {ours['params_total']:,} parameters ({listed})")
+
+
+def print_results(results: list[dict]) -> None:
+    print(f"{'model':18s} {'test/corr':>9s} {'oracle':>7s} {'true':>7s} {'core params':>11s} {'total':>9s} "
+          f"{'best at':>7s} {'fit s':>6s}")
+    for r in results:
+        print(f"{r['model']:18s} {r.get('test/corr', float('nan')):9.3f} {r.get('test/oracle', float('nan')):7.3f} "
+              f"{r.get('test/oracle_true', float('nan')):7.3f} {r['params_core']:11d} {r['params_total']:9d} "
+              f"{r['best_step']:7d} {r['fit_seconds']:6d}" + ("  (step cap)" if r.get("hit_step_cap") else ""))
+    print(claim_verdict(results))
+
+
+def _best_run(out: Path, model: str) -> Path:
+    if model not in MODELS:
+        raise SystemExit(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    found = sorted((out / "runs" / f"rotequi_v1_{MODELS[model]}").glob("version_*/checkpoints/best.ckpt"))
+    if not found:
+        raise SystemExit(f"no best checkpoint of {model} under {out / 'runs'}; train it with --out {out} first")
+    return found[-1]
+
+
+def per_neuron_correlation(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pearson r of each neuron (column) over images (rows): ``[images, neurons]`` -> ``[neurons]``."""
+    pred, target = pred - pred.mean(0), target - target.mean(0)
+    return (pred * target).sum(0) / (pred.norm(dim=0) * target.norm(dim=0)).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def test_predictions(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's predictions and the repeat-averaged responses on its run's test set, ``[images, neurons]`` each."""
+    import yaml
+
+    import zoo.data
+    import zoo.models
+
+    config = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())
+    model_class = getattr(zoo.models, config["model"]["class_path"].rsplit(".", 1)[-1])
+    data_class = getattr(zoo.data, config["data"]["class_path"].rsplit(".", 1)[-1])
+    model = model_class.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    data = data_class(**config["data"]["init_args"])
+    data.setup("test")
+    preds, targets = [], []
+    for batch in data.test_dataloader():  # (images, responses [B, R, n] or [B, n], rates if simulated)
+        responses = batch[1].mean(1) if batch[1].ndim == 3 else batch[1]
+        preds.append(model._predict(batch[0], responses))
+        targets.append(responses)
+    return torch.cat(preds), torch.cat(targets)
+
+
+def paired_comparison(out: Path, first: str, second: str, resamples: int = 2000, seed: int = 0) -> dict:
+    """Test correlation of two models on the same test images, their difference, and a 95 % interval of the
+    difference from resampling the test images (both models on the same resample): whether a gap is larger than
+    what the choice of test images alone would give."""
+    (pred_a, target), (pred_b, target_b) = (test_predictions(_best_run(out, m)) for m in (first, second))
+    if not torch.equal(target, target_b):
+        raise SystemExit(f"{first} and {second} were tested on different data; compare runs of one population")
+    corr_a, corr_b = per_neuron_correlation(pred_a, target), per_neuron_correlation(pred_b, target)
+    generator = torch.Generator().manual_seed(seed)
+    differences = []
+    for _ in range(resamples):
+        rows = torch.randint(len(target), (len(target),), generator=generator)
+        differences.append(float((per_neuron_correlation(pred_a[rows], target[rows])
+                                  - per_neuron_correlation(pred_b[rows], target[rows])).mean()))
+    low, high = torch.tensor(differences).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)
+                                                   .to(torch.float32)).tolist()
+    return {"first": first, "second": second, "corr_first": float(corr_a.mean()), "corr_second": float(corr_b.mean()),
+            "difference": float((corr_a - corr_b).mean()), "interval_95": (low, high),
+            "neurons_first_higher": float((corr_a > corr_b).double().mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="science_runs")
@@ -117,20 +224,32 @@ def main() -> None:
     parser.add_argument("--trajectories", action="store_true",
                         help="print the validation trajectories of the runs under --out and exit")
     parser.add_argument("--at", type=int, nargs="+", help="with --trajectories: these steps (default: ~6 of them)")
+    parser.add_argument("--results", action="store_true",
+                        help="print the test results of every model trained under --out (also by other runs of this "
+                             "script with the same --out) and whether the claim holds, and exit")
+    parser.add_argument("--compare", nargs=2, metavar=("MODEL", "OTHER"),
+                        help="test correlations of two models trained under --out, their difference and its 95 %% "
+                             "interval over resampled test images, and exit")
     parser.add_argument("extra", nargs="*", help="more bioviz overrides for every model, after --")
     args = parser.parse_args()
     if args.trajectories:
         print_trajectories(Path(args.out), args.at)
         return
+    if args.compare:
+        c = paired_comparison(Path(args.out), *args.compare)
+        low, high = c["interval_95"]
+        print(f"{c['first']} {c['corr_first']:.4f} - {c['second']} {c['corr_second']:.4f} = {c['difference']:+.4f} "
+              f"(95 % interval over resampled test images {low:+.4f} .. {high:+.4f}); {c['first']} higher for "
+              f"{100 * c['neurons_first_higher']:.0f} % of the neurons")
+        return
+    if args.results:
+        print_results(read_results(Path(args.out)))
+        return
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda name: run(name, MODELS[name], args), args.models))
-    print(f"\n{'model':18s} {'test/corr':>9s} {'oracle':>7s} {'true':>7s} {'core params':>11s} {'total':>9s} "
-          f"{'best at':>7s} {'fit s':>6s}")
-    for r in results:
-        print(f"{r['model']:18s} {r.get('test/corr', float('nan')):9.3f} {r.get('test/oracle', float('nan')):7.3f} "
-              f"{r.get('test/oracle_true', float('nan')):7.3f} {r['params_core']:11d} {r['params_total']:9d} "
-              f"{r['best_step']:7d} {r['fit_seconds']:6d}")
+    print()
+    print_results(results)
 
 
 if __name__ == "__main__":
