@@ -165,9 +165,13 @@ def _best_run(out: Path, model: str) -> Path:
 
 
 def per_neuron_correlation(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pearson r of each neuron (column) over images (rows): ``[images, neurons]`` -> ``[neurons]``."""
-    pred, target = pred - pred.mean(0), target - target.mean(0)
-    return (pred * target).sum(0) / (pred.norm(dim=0) * target.norm(dim=0)).clamp_min(1e-12)
+    """Pearson r of each neuron (column) over images (rows), ``[images, neurons]`` -> ``[neurons]``: the metric
+    behind ``test/corr``, so the comparison rescores exactly what the test logged."""
+    from zoo.metrics import PerNeuronCorrelation
+
+    metric = PerNeuronCorrelation(target.shape[1])
+    metric.update(pred, target)
+    return metric.compute()
 
 
 @torch.no_grad()
@@ -206,8 +210,8 @@ def paired_comparison(out: Path, first: str, second: str, resamples: int = 2000,
         rows = torch.randint(len(target), (len(target),), generator=generator)
         differences.append(float((per_neuron_correlation(pred_a[rows], target[rows])
                                   - per_neuron_correlation(pred_b[rows], target[rows])).mean()))
-    low, high = torch.tensor(differences).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)
-                                                   .to(torch.float32)).tolist()
+    differences = torch.tensor(differences, dtype=torch.float64)
+    low, high = differences.quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return {"first": first, "second": second, "corr_first": float(corr_a.mean()), "corr_second": float(corr_b.mean()),
             "difference": float((corr_a - corr_b).mean()), "interval_95": (low, high),
             "neurons_first_higher": float((corr_a > corr_b).double().mean())}
