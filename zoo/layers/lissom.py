@@ -331,11 +331,10 @@ class LissomV1(nn.Module):
     def settle(self, lgn: torch.Tensor) -> torch.Tensor:
         """Settled activity ``[B, units]``."""
         drive = self.gamma_a * self.afferent(lgn)
-        lower, upper = self.thresholds.tolist()
-        eta = piecewise_sigmoid(drive, lower, upper)
+        eta = self.activation(drive)
         lateral = LateralWeights(self)
         for _ in range(int(self.settling_steps)):
-            eta = piecewise_sigmoid(drive + self.lateral_input(eta, lateral), lower, upper)
+            eta = self.activation(drive + self.lateral_input(eta, lateral))
         return eta
 
     def lateral_input(self, eta: torch.Tensor, lateral: LateralWeights | None = None) -> torch.Tensor:
