@@ -60,8 +60,11 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     out = Path(args.out)
     start = time.time()
-    with open(out / f"{name}.log", "w") as log:
-        for sub in (["fit"], ["test", "--ckpt_path=best"]):
+    # --resume: `bioviz fit --ckpt_path last` continues the run's newest last.ckpt in its own folder (schedule state
+    # included) up to the new --max_steps, or starts a new run where there is none; the log is appended to.
+    fit = ["fit", "--ckpt_path=last"] if args.resume else ["fit"]
+    with open(out / f"{name}.log", "a" if args.resume else "w") as log:
+        for sub in (fit, ["test", "--ckpt_path=best"]):
             proc = subprocess.run([sys.executable, "-m", "zoo.cli", sub[0], "-c", str(cfg), *common, *sub[1:]],
                                   cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             log.write(proc.stdout)
@@ -78,7 +81,7 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
         "model": name, "config": f"configs/rotequi_v1/{config}.yaml", **metrics,
         "params_core": sum(params[k].numel() for k in is_param if k.startswith("core.")),
         "params_total": sum(params[k].numel() for k in is_param),
-        "best_step": ckpt["global_step"], "hit_step_cap": "`max_steps=" in fit_log,
+        "best_step": ckpt["global_step"], "hit_step_cap": "`max_steps=" in fit_log, "resumed": args.resume,
         "fit_seconds": round(fit_seconds), "seconds": round(time.time() - start),
     }
     print(json.dumps(result), flush=True)
@@ -117,11 +120,17 @@ def print_trajectories(out: Path, at: list[int] | None = None) -> None:
 
 
 def read_results(out: Path) -> list[dict]:
-    """The test results of every model trained under ``out`` (``results.jsonl``; several drivers may share it)."""
+    """The test results of every model trained under ``out`` (``results.jsonl``; several drivers may share it). A
+    model tested again (a resumed or repeated run) replaces its earlier result."""
     path = out / "results.jsonl"
     if not path.exists():
         raise SystemExit(f"no test results in {path}; run the science check with --out {out} first")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    latest = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            result = json.loads(line)
+            latest[result["model"]] = result
+    return list(latest.values())
 
 
 def claim_verdict(results: list[dict]) -> str:
@@ -225,6 +234,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--val_steps", type=int, default=50)
     parser.add_argument("--max_steps", type=int, default=3000)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each model's run under --out from its last checkpoint (schedule state "
+                             "included) up to --max_steps, then test it; a model without a run starts a new one")
     parser.add_argument("--trajectories", action="store_true",
                         help="print the validation trajectories of the runs under --out and exit")
     parser.add_argument("--at", type=int, nargs="+", help="with --trajectories: these steps (default: ~6 of them)")

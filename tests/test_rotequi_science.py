@@ -1,7 +1,9 @@
 """The science-check driver's verdict (bench/rotequi_science.py): which CNNs RotEquiV1 must beat, and whether it did."""
 
+import argparse
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,36 @@ def test_paired_comparison_names_a_missing_run(science, tmp_path):
         science.paired_comparison(tmp_path, "rotequi_16x8", "cnn_64")
     with pytest.raises(SystemExit, match="unknown model"):
         science.paired_comparison(tmp_path, "resnet", "cnn_64")
+
+
+def test_a_model_tested_again_replaces_its_earlier_result(science, tmp_path):
+    lines = [result("rotequi_16x8", 0.80, 1000), result("cnn_64", 0.85, 2000), result("rotequi_16x8", 0.90, 1000)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    results = science.read_results(tmp_path)
+    assert [(r["model"], r["test/corr"]) for r in results] == [("rotequi_16x8", 0.90), ("cnn_64", 0.85)]
+    assert science.claim_verdict(results).startswith("claim HOLDS for the tested CNNs only")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_resume_continues_the_last_checkpoint_and_appends_the_log(science, monkeypatch, tmp_path, resume):
+    """With --resume, fit gets ``--ckpt_path=last`` (the CLI continues the run in its own folder) and the model's
+    log keeps what the first part wrote; without it, a new run and a new log."""
+    checkpoints = tmp_path / "runs" / "rotequi_v1_fig2_n16_simulated" / "version_0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({"state_dict": {"core.w": torch.zeros(3), "readout.b": torch.zeros(2)}, "global_step": 40},
+               checkpoints / "best.ckpt")
+    (tmp_path / "rotequi_16x8.log").write_text("first part\n")
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="│ test/corr │ 0.5 │\n")
+
+    monkeypatch.setattr(science.subprocess, "run", fake_run)
+    args = argparse.Namespace(patience=5, val_steps=50, max_steps=80, extra=[], out=str(tmp_path), resume=resume)
+    row = science.run("rotequi_16x8", "fig2_n16_simulated", args)
+    fit, test = commands
+    assert fit[fit.index("-m") + 2] == "fit" and ("--ckpt_path=last" in fit) == resume
+    assert test[-1] == "--ckpt_path=best" and "--trainer.max_steps=80" in fit
+    assert row["resumed"] == resume and row["best_step"] == 40 and row["params_core"] == 3
+    assert (tmp_path / "rotequi_16x8.log").read_text().startswith("first part") == resume
