@@ -14,6 +14,9 @@ the paper tuned for each model on its data, not on this simulation):
     ... -- --model.init_args.conv_smooth_weight=0.0015324 --model.init_args.conv_sparse_weight=0.007974 \
            --model.init_args.readout_sparsity=0.0179
 
+``--resume`` continues every model's run under ``--out`` from its last checkpoint (the schedule's state included) up
+to a new ``--max_steps`` and tests it again, e.g. runs that hit a step cap, or were stopped, trained on to plateaus.
+
 ``--trajectories`` trains nothing: it prints every run's validation loss / correlation under ``--out`` side by side
 at equal steps (from the TensorBoard logs), also for runs that were stopped before their test. ``--results`` trains
 nothing either: it prints the test results of every model under ``--out`` (also from several runs of this script
