@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.resources
 import logging
+import os
 import sys
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -202,47 +206,72 @@ def simulate_command(name: str, argv: list[str]) -> None:
     print(f"wrote {path}")
 
 
+ZOO_TOLERANCE = 5e-4  # a re-measured metric within this of the recorded one matches (CPU vs GPU, library versions)
+
+
 def zoo_command(argv: list[str]) -> None:
-    """``bioviz zoo list|info|pull|verify|export``: the model zoo."""
+    """``bioviz zoo list|info|pull|verify|add|test|reproduce|export``: the model zoo."""
     from zoo import registry
 
     parser = argparse.ArgumentParser(prog="bioviz zoo", description="Published models by name, with weights "
-                                     "downloaded and verified by SHA-256.")
+                                     "verified by SHA-256.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the published models").add_argument("pattern", nargs="?", default="*")
-    sub.add_parser("info", help="show one entry").add_argument("name")
-    sub.add_parser("pull", help="download and verify weights into the cache").add_argument("name", nargs="+")
+    sub.add_parser("list", help="the published models as a table").add_argument("pattern", nargs="?", default="*")
+    sub.add_parser("info", help="one entry: metrics, recipe, input, weights").add_argument("name")
+    sub.add_parser("pull", help="fetch and verify weights into the cache").add_argument("name", nargs="+")
     sub.add_parser("verify", help="check the sha256 of every local copy (no download)").add_argument(
         "name", nargs="*")
+    add = sub.add_parser("add", help="import a weights file obtained elsewhere (checked against its entry)")
+    add.add_argument("file")
+    add.add_argument("--name", help="the entry it must be (default: the entry whose sha256 it has)")
+    test = sub.add_parser("test", help="re-measure entries' metrics from their weights, beside the recorded ones")
+    test.add_argument("name", nargs="+")
+    test.add_argument("--data-root", help="the data folder, for entries tested on files (CIFAR-10)")
+    repro = sub.add_parser("reproduce", help="train an entry again from its recipe (fit + test) in a fresh folder "
+                           "and compare its metrics with the recorded ones")
+    repro.add_argument("name")
+    repro.add_argument("--data-root", help="the data folder, for entries trained on files (CIFAR-10)")
+    repro.add_argument("--out", help="the run folder (default: zoo-reproduce/NAME-TIME); must be new or empty")
+    repro.add_argument("overrides", nargs=argparse.REMAINDER,
+                       help="after --: arguments for both fit and test, e.g. -- --trainer.devices 2")
     export = sub.add_parser("export", help="turn a Lightning checkpoint into a weights file and print its entry")
     export.add_argument("checkpoint")
     export.add_argument("--name", required=True, help="the zoo name of the new entry")
-    export.add_argument("--out", default="checkpoints", help="folder for the weights file (default: checkpoints)")
+    export.add_argument("--out", default=".", help="folder for the weights file (default: .; zoo/weights to "
+                        "ship it in the package)")
     export.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE",
                         help="a measured metric to record in the entry (repeatable)")
+    export.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="storage dtype of the floating-point tensors")
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        for name in registry.list_models(args.pattern):
-            info = registry.model_info(name)
-            metrics = ", ".join(f"{k} {v}" for k, v in (info.get("metrics") or {}).items())
-            print(f"{name:28s} {info['model'].rsplit('.', 1)[-1]:16s} {metrics}")
+        print_zoo_table([registry.model_info(name) for name in registry.list_models(args.pattern)])
     elif args.command == "info":
-        print(yaml.safe_dump(registry.model_info(args.name), sort_keys=False, default_flow_style=None), end="")
+        print(yaml.safe_dump(registry.model_info(args.name).to_dict(), sort_keys=False, width=116), end="")
     elif args.command == "pull":
         for name in args.name:
             print(f"{name}: {registry.download_weights(name)}")
     elif args.command == "verify":
-        bad = False
-        for name in args.name or registry.list_models():
-            copies = registry.local_copies(name)
-            for path, ok in copies:
-                print(f"{name}: {'ok' if ok else 'SHA-256 MISMATCH'} {path}")
-                bad = bad or not ok
-            if not copies:
-                print(f"{name}: not downloaded (bioviz zoo pull {name})")
-        if bad:
+        verify_copies(args.name or registry.list_models())
+    elif args.command == "add":
+        name, path = registry.add_weights(args.file, args.name)
+        print(f"{args.file}: verified as the weights of {name}, added to the cache as {path}")
+    elif args.command == "test":
+        differ = []
+        for name in args.name:
+            entry = registry.model_info(name)
+            measured = registry.evaluate(name, args.data_root)
+            differ += [f"{name} {m}" for m in print_comparison(entry, measured, "re-measured")]
+        if differ:
+            print(f"differ by more than {ZOO_TOLERANCE}: {', '.join(differ)}")
             sys.exit(1)
+    elif args.command == "reproduce":
+        entry = registry.model_info(args.name)
+        overrides = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
+        folder, measured, seconds = reproduce(entry, args.out, args.data_root, overrides)
+        print(f"\n{entry.name}: trained again from its recipe in {folder} ({seconds / 60:.1f} min for fit + test)")
+        print_comparison(entry, measured, "reproduced")
     elif args.command == "export":
         metrics = {}
         for item in args.metric:
@@ -250,9 +279,106 @@ def zoo_command(argv: list[str]) -> None:
             if not sep:
                 parser.error(f"--metric takes KEY=VALUE, got {item!r}")
             metrics[key] = float(value)
-        path, entry = registry.export_checkpoint(args.checkpoint, args.name, args.out, metrics)
-        print(f"wrote {path}\n# add to zoo/registry.yaml under models:, with the URLs where the file is published")
+        path, entry = registry.export_checkpoint(args.checkpoint, args.name, args.out, metrics, args.dtype)
+        print(f"wrote {path}\n# complete it and add it to zoo/registry.yaml under models: (docs/zoo.md)")
         print(yaml.safe_dump(entry, sort_keys=False, default_flow_style=None), end="")
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.0f} kB"
+
+
+def print_zoo_table(entries: list) -> None:
+    """Name, model, what it was trained on, its headline metric, weights size, and where the weights are."""
+    rows = [("name", "model", "trained on", "headline metric", "size", "weights")]
+    for e in entries:
+        trained = e.trained_on if len(e.trained_on) <= 44 else e.trained_on[:43] + "…"
+        rows.append((e.name, e.model.rpartition(".")[2], trained, f"{e.headline} {e.metrics[e.headline]:.4g}",
+                     _size(e.weights.size), e.location()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if any(e.location() == "unavailable" for e in entries):
+        print("unavailable: not packaged, not cached, no URL; `bioviz zoo add FILE`, a mirror (BIOVIZ_ZOO_URL) or "
+              "`bioviz zoo reproduce NAME` gets them")
+
+
+def print_comparison(entry, measured: dict[str, float], label: str) -> list[str]:
+    """Recorded, ``label`` (re-measured) and the paper's value of each of the entry's metrics; returns the metrics
+    that differ from the recorded value by more than ``ZOO_TOLERANCE``."""
+    paper = entry.paper.get("metrics") or {}
+    print(f"{entry.name}  ({entry.trained_on})")
+    print(f"  {'metric':28s} {'recorded':>10s} {label:>12s} {'difference':>11s} {'paper':>8s}")
+    differ = []
+    for metric, recorded in entry.metrics.items():
+        value = measured.get(metric)
+        text = f"{value:12.4f} {value - recorded:+11.4f}" if value is not None else f"{'missing':>12s} {'':11s}"
+        print(f"  {metric:28s} {recorded:10.4f} {text} {paper[metric] if metric in paper else '':>8}")
+        if value is None or abs(value - recorded) > ZOO_TOLERANCE:
+            differ.append(metric)
+    if paper:
+        print(f"  paper: {entry.paper.get('source', '')}")
+    return differ
+
+
+def verify_copies(names: list[str]) -> None:
+    """Check the sha256 of every local copy of each entry's weights; exit 1 if any fails."""
+    from zoo import registry, weights
+
+    bad = False
+    for name in names:
+        w = registry.model_info(name).weights
+        copies = [p for p in (weights.packaged_dir() / w.file, weights.cache_dir() / f"{w.sha256}{weights.SUFFIX}")
+                  if p.is_file()]
+        for path in copies:
+            ok = weights.sha256_of(path) == w.sha256
+            print(f"{name}: {'ok' if ok else 'SHA-256 MISMATCH'} {path}")
+            bad = bad or not ok
+        if not copies:
+            print(f"{name}: no local copy (`bioviz zoo pull {name}`)")
+    if bad:
+        sys.exit(1)
+
+
+@contextmanager
+def working_directory(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def config_file(path: str) -> str:
+    """A recipe's ``configs/...`` path as a file of the installed ``zoo.configs`` package (checkout or wheel)."""
+    if not path.startswith("configs/"):
+        return str(Path(path).resolve())
+    resource = importlib.resources.files("zoo.configs").joinpath(*path.split("/")[1:])
+    if not resource.is_file():
+        raise DataNotFoundError(f"the recipe's config {path} is not in this install ({resource})")
+    return str(resource)
+
+
+def reproduce(entry, out: str | None, data_root: str | None, overrides: list[str]) -> tuple[Path, dict, float]:
+    """Run ``entry``'s recipe (``bioviz fit`` then ``bioviz test --ckpt_path best``) in a fresh folder; returns the
+    folder, the test metrics and the wall time."""
+    if entry.needs_data_root and data_root is None:
+        raise UserError(f"{entry.name} trains on data files ({entry.trained_on}): give their folder with "
+                        "--data-root DIR")
+    folder = Path(out or f"zoo-reproduce/{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if folder.exists() and any(folder.iterdir()):
+        raise UserError(f"{folder} is not empty; reproduce runs in a fresh folder: give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    args = entry.recipe.arguments(str(Path(data_root).resolve()) if data_root else None)
+    args = [config_file(a) if i and args[i - 1] == "-c" else a for i, a in enumerate(args)] + list(overrides)
+    print(f"reproducing {entry.name} in {folder}:\n  " + "\n  ".join(entry.recipe.commands(data_root)))
+    start = time.time()
+    with working_directory(folder):
+        BiovizCLI(args=["fit", *args])
+        cli = BiovizCLI(args=["test", *args, "--ckpt_path", "best"])
+    measured = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    return folder, measured, time.time() - start
 
 
 def main(args: list[str] | None = None) -> None:
