@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,24 +46,36 @@ def run_bioviz(args, cwd, env_extra=None, check=True, timeout=600):
 
 
 class Server:
-    """Serves ``routes[path] = (body, declared length or None)`` on 127.0.0.1 and counts requests; a declared
-    length above ``len(body)`` is a transfer that broke off."""
+    """Serves ``routes[path] = (body, declared length or None)`` on 127.0.0.1 and records the requests' paths (GET
+    and HEAD); a declared length above ``len(body)`` is a transfer that broke off. ``headers[path]`` adds response
+    headers (a Hugging Face Hub endpoint sends X-Repo-Commit and ETag); ``delay`` seconds pass before each answer."""
 
     def __init__(self):
-        self.routes, self.requests = {}, []
+        self.routes, self.headers, self.requests, self.delay = {}, {}, [], 0.0
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                if self.path not in server.routes:
+            def answer(self, send_body: bool):
+                path = self.path.split("?")[0]
+                server.requests.append(path)
+                time.sleep(server.delay)
+                if path not in server.routes:
                     self.send_error(404)
                     return
-                body, length = server.routes[self.path]
+                body, length = server.routes[path]
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body) if length is None else length))
+                for key, value in server.headers.get(path, {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if send_body:
+                    self.wfile.write(body)
+
+            def do_GET(self):
+                self.answer(send_body=True)
+
+            def do_HEAD(self):
+                self.answer(send_body=False)
 
             def log_message(self, *args):
                 pass

@@ -232,8 +232,7 @@ def zoo_command(argv: list[str]) -> None:
     repro.add_argument("name")
     repro.add_argument("--data-root", help="the data folder, for entries trained on files (CIFAR-10)")
     repro.add_argument("--out", help="the run folder (default: zoo-reproduce/NAME-TIME); must be new or empty")
-    repro.add_argument("overrides", nargs=argparse.REMAINDER,
-                       help="after --: arguments for both fit and test, e.g. -- --trainer.devices 2")
+    repro.epilog = "Arguments after -- go to both fit and test, e.g. -- --trainer.devices 2"
     export = sub.add_parser("export", help="turn a Lightning checkpoint into a weights file and print its entry")
     export.add_argument("checkpoint")
     export.add_argument("--name", required=True, help="the zoo name of the new entry")
@@ -243,7 +242,10 @@ def zoo_command(argv: list[str]) -> None:
                         help="a measured metric to record in the entry (repeatable)")
     export.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                         help="storage dtype of the floating-point tensors")
-    args = parser.parse_args(argv)
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(overrides) - 1] if "--" in argv else argv)
+    if overrides and args.command != "reproduce":
+        parser.error("arguments after -- are for `bioviz zoo reproduce` only")
 
     if args.command == "list":
         print_zoo_table([registry.model_info(name) for name in registry.list_models(args.pattern)])
@@ -268,7 +270,6 @@ def zoo_command(argv: list[str]) -> None:
             sys.exit(1)
     elif args.command == "reproduce":
         entry = registry.model_info(args.name)
-        overrides = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
         folder, measured, seconds = reproduce(entry, args.out, args.data_root, overrides)
         print(f"\n{entry.name}: trained again from its recipe in {folder} ({seconds / 60:.1f} min for fit + test)")
         print_comparison(entry, measured, "reproduced")
