@@ -5,10 +5,13 @@ Entries whose data are embedded (simulated populations, LISSOM's stimuli) are re
 data files (CIFAR-10) are re-measured by ``bench/zoo_remeasure.py`` (README, "The zoo"), which needs the data.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from zoo import registry, weights
+from zoo.cli import config_file
 
 ENTRIES = registry.list_models()
 EMBEDDED = [name for name in ENTRIES if not registry.model_info(name).needs_data_root]
@@ -73,3 +76,10 @@ def test_packaged_weights_are_small_and_named_after_their_hash(name):
         return
     assert w.size <= 20_000_000 and path.stat().st_size == w.size
     assert w.file.rsplit("-", 1)[1] == f"{w.sha256[:8]}.safetensors"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_the_recipes_configs_are_installed(name):
+    """`bioviz zoo reproduce` finds them in a checkout and in a wheel install (as ``zoo.configs``)."""
+    for config in registry.model_info(name).recipe.configs:
+        assert Path(config_file(config)).is_file(), config
