@@ -1,27 +1,27 @@
 """Render a gallery of PNGs showing what a trained response model learned.
 
+    python examples/gallery.py cnnv1-quickstart --out gallery        # a zoo model
     bioviz fit -c configs/quickstart.yaml
-    python examples/gallery.py runs/quickstart/version_0/checkpoints/best.ckpt --out gallery
+    python examples/gallery.py runs/quickstart/version_0/checkpoints/best.ckpt --out gallery   # your own run
 
 Pictures: first-layer filters, activations of the first layer for a few stimuli, readout masks, gradient receptive
 fields, tuning curves of model neurons measured in silico with gratings, the in-silico preferred orientations against
-the simulation's ground truth (when the run trained on ``SyntheticV1DataModule``; its ``config.yaml`` beside the
-checkpoint says how to rebuild the population), a map of the neurons' preferred orientations at their readout
-positions, and a demonstration of ``orientation_map`` / ``pinwheel_density`` on a sheet of Gabor units with a planted
-orientation map. Every figure comes from ``bioviz`` (or matplotlib for the two comparison plots).
+the simulation's ground truth (when the model trained on ``SyntheticV1DataModule``: the zoo entry's data, or the
+run's ``config.yaml`` beside the checkpoint, says how to rebuild the population), a map of the neurons' preferred
+orientations at their readout positions, and a demonstration of ``orientation_map`` / ``pinwheel_density`` on a sheet
+of Gabor units with a planted orientation map. Every figure comes from ``bioviz`` (or matplotlib for the two
+comparison plots).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch
-import yaml
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -29,23 +29,12 @@ from bioviz import plot
 from bioviz.hooks import first_conv, get_tensor, record
 from bioviz.stimuli import gabor, gaussian_blob, pink_noise, sine_grating
 from bioviz.tuning import orientation_difference, orientation_map, orientation_tuning, pinwheel_density
+from zoo.registry import load_model_and_data
 
 
-def load_model(checkpoint: Path) -> nn.Module:
-    """The LightningModule saved in ``checkpoint`` (its class is recorded by LightningCLI as ``_class_path``)."""
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
-    module, _, name = hparams["_class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-
-
-def ground_truth(checkpoint: Path) -> dict[str, np.ndarray] | None:
-    """The simulated population's ``true_*`` arrays, if the run's config.yaml shows it trained on one."""
-    config = checkpoint.resolve().parent.parent / "config.yaml"
-    if not config.exists():
-        return None
-    data = yaml.safe_load(config.read_text()).get("data", {})
-    if not str(data.get("class_path", "")).endswith("SyntheticV1DataModule"):
+def ground_truth(data: dict | None) -> dict[str, np.ndarray] | None:
+    """The simulated population's ``true_*`` arrays, if ``data`` (the model's training data) is one."""
+    if not data or not str(data.get("class_path", "")).endswith("SyntheticV1DataModule"):
         return None
     from zoo.data import simulate_v1
 
@@ -92,14 +81,14 @@ def planted_map_demo(size: int = 32, spacing: float = 8.0, seed: int = 0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by bioviz fit")
+    parser.add_argument("model", help="a zoo name (bioviz zoo list) or a .ckpt written by bioviz fit")
     parser.add_argument("--out", type=Path, default=Path("gallery"), help="folder for the PNGs")
     parser.add_argument("--neurons", type=int, default=16, help="neurons shown in per-neuron figures")
     parser.add_argument("--dpi", type=int, default=90)
     args = parser.parse_args()
     matplotlib.use("Agg")
     args.out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.checkpoint)
+    model, data = load_model_and_data(args.model)
     shape = tuple(model.hparams.in_shape[-2:])
     neurons = list(range(min(args.neurons, model.hparams.n_neurons)))
 
@@ -121,7 +110,7 @@ def main() -> None:
     mask = get_tensor(model, "readout.mask").detach()
     save(plot.weight_grid(mask[:25].abs(), grid=(5, 5), cmap="viridis", scale="tile"), "readout_masks.png")
 
-    truth = ground_truth(args.checkpoint)
+    truth = ground_truth(data)
     positions = torch.as_tensor(truth["true_position"][neurons]) if truth else None
     save(plot.rf_grid(gradient_rfs(model, shape, neurons), positions=positions, ncols=8), "receptive_fields.png")
 

@@ -1,11 +1,11 @@
 """Receptive fields of trained RetinaVVS models (Lindsey et al. 2019): pictures and orientedness/isotropy numbers.
 
-For each checkpoint, and for an untrained network of the same shape (fresh Glorot init, seed 0), the gradient RFs
-of every bottleneck channel and every first-VVS-layer channel (``model.rf_layers``), cropped to the units' RF extent
-(17 and 25 px for 9x9 kernels), are measured with ``bioviz.rf`` as the mean over random starts (the untrained
-network has zero biases, so its gradient at the all-zero image is exactly 0). Prints a Markdown table of the median
-bar-bank orientedness index, the fraction of RFs above the 95th percentile of white-noise RFs, the median isotropy
-and the mean complexity; writes one figure per checkpoint (``rfs_<run>.png``, the index above each tile).
+For each model (a zoo name or a checkpoint), and for an untrained network of the same shape (fresh Glorot init, seed
+0), the gradient RFs of every bottleneck channel and every first-VVS-layer channel (``model.rf_layers``), cropped to
+the units' RF extent (17 and 25 px for 9x9 kernels), are measured with ``bioviz.rf`` as the mean over random starts
+(the untrained network has zero biases, so its gradient at the all-zero image is exactly 0). Prints a Markdown table
+of the median bar-bank orientedness index, the fraction of RFs above the 95th percentile of white-noise RFs, the
+median isotropy and the mean complexity; writes one figure per model (``rfs_<run>.png``, the index above each tile).
 
     python examples/retina_vvs_rfs.py runs/retina_vvs_nbn1_d2/version_0/checkpoints/last.ckpt \\
         runs/retina_vvs_nbn32_d2/version_0/checkpoints/last.ckpt --out docs/retina_vvs
@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 from bioviz.plot import rf_panels  # noqa: E402
 from bioviz.rf import bar_bank, center_crop, gradient_rf, isotropy, orientedness, random_rfs, rf_size  # noqa: E402
 from zoo.models import RetinaVVS  # noqa: E402
+from zoo.registry import load_model_and_data  # noqa: E402
 
 
 def layer_rfs(model: RetinaVVS, starts: int) -> dict[str, torch.Tensor]:
@@ -40,7 +41,7 @@ def layer_rfs(model: RetinaVVS, starts: int) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("models", nargs="+", help="zoo names (bioviz zoo list) or .ckpt files written by bioviz fit")
     parser.add_argument("--out", type=Path, default=Path("docs/retina_vvs"))
     parser.add_argument("--starts", type=int, default=10)
     args = parser.parse_args()
@@ -49,8 +50,8 @@ def main() -> None:
 
     banks, baseline = {}, {}
     rows = []
-    for ckpt in args.checkpoints:
-        trained = RetinaVVS.load_from_checkpoint(ckpt, map_location="cpu")
+    for source in args.models:
+        trained, _ = load_model_and_data(source)
         hparams = {k: v for k, v in trained.hparams.items()}
         torch.manual_seed(0)
         untrained = RetinaVVS(**hparams)

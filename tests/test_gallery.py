@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -25,3 +26,14 @@ def test_gallery_renders_every_picture_from_a_checkpoint(tmp_path):
                 "in_silico_vs_truth", "orientation_map"}
     assert {p.stem for p in out.glob("*.png")} == expected
     assert "in-silico preferred orientation vs truth" in proc.stdout  # the run's config.yaml gave the ground truth
+
+
+@pytest.mark.slow
+def test_gallery_renders_a_zoo_model_offline(tmp_path):
+    out = tmp_path / "pictures"
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "gallery.py"), "cnnv1-quickstart", "--out", str(out),
+                           "--neurons", "4"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "BIOVIZ_OFFLINE": "1", "BIOVIZ_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(out.glob("*.png"))) == 8
+    assert "in-silico preferred orientation vs truth" in proc.stdout  # the entry's data gave the ground truth

@@ -460,3 +460,19 @@ def test_zoo_test_re_measures_the_recorded_metrics(published, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["zoo", "test", "tiny-cnn"])
     assert exit_info.value.code == 1 and "differ by more than 0.0005: tiny-cnn test/corr" in capsys.readouterr().out
+
+
+def test_scripts_load_a_zoo_name_or_a_checkpoint(published, tmp_path, capsys):
+    model, data = registry.load_model_and_data("tiny-cnn")
+    assert isinstance(model, CNNV1) and not model.training and data == published["entry"]["data"]
+    with pytest.raises(registry.WeightsError, match="no checkpoint at runs/x/best.ckpt"):
+        registry.load_model_and_data("runs/x/best.ckpt")
+    with pytest.raises(registry.UnknownModelError, match="Did you mean 'tiny-cnn'"):
+        registry.load_model_and_data("tiny-cn")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"hyper_parameters": {"_class_path": "this.Zen"}, "state_dict": {}}, ckpt)
+    sys.modules.pop("this", None)
+    with pytest.raises(RegistryError, match="zoo.models has no class 'Zen'"):
+        registry.load_model_and_data(ckpt)
+    assert "this" not in sys.modules and capsys.readouterr().out == ""

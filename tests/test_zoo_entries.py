@@ -83,3 +83,11 @@ def test_the_recipes_configs_are_installed(name):
     """`bioviz zoo reproduce` finds them in a checkout and in a wheel install (as ``zoo.configs``)."""
     for config in registry.model_info(name).recipe.configs:
         assert Path(config_file(config)).is_file(), config
+
+
+def test_the_lissom_map_is_measured_again_in_one_call(offline):
+    entry = registry.model_info("lissom-cortex48")
+    result = registry.load_model(entry.name).measure_map(entry.datamodule())
+    assert result.preference.shape == result.selectivity.shape == (48, 48)
+    assert result.selectivity_mean == pytest.approx(entry.metrics["test/selectivity"], abs=5e-4)
+    assert result.pinwheels.density == pytest.approx(entry.metrics["test/pinwheel_density"], abs=5e-4)

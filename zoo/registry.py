@@ -45,6 +45,7 @@ __all__ = [
     "export_checkpoint",
     "list_models",
     "load_model",
+    "load_model_and_data",
     "model_info",
     "sha256_of",
 ]
@@ -380,6 +381,26 @@ def load_model(name: str, pretrained: bool = True, device: str | torch.device = 
     return model.to(device).eval()
 
 
+def load_model_and_data(source: str | Path) -> tuple[pl.LightningModule, dict | None]:
+    """A model in eval mode on the CPU from a zoo name or from a checkpoint written by ``bioviz fit``, and the data
+    it was trained on as ``{"class_path", "init_args"}`` (the entry's, or the run's ``config.yaml`` beside the
+    checkpoint; None when there is none). For scripts that accept either, such as ``examples/``."""
+    path = Path(source)
+    if not path.is_file():
+        if path.suffix == ".ckpt" or "/" in str(source):
+            raise WeightsError(f"no checkpoint at {source} (and it is no zoo name: `bioviz zoo list` shows them)")
+        entry = model_info(str(source))
+        return load_model(entry.name), copy.deepcopy(entry.data)
+    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    class_path = str(hparams.get("_class_path", ""))
+    if not class_path:
+        raise WeightsError(f"{path} does not name its model class (train it with `bioviz fit`)")
+    cls = _zoo_class("zoo.models", "zoo.models." + class_path.rpartition(".")[2])
+    config = path.resolve().parent.parent / "config.yaml"
+    data = yaml.safe_load(config.read_text()).get("data") if config.exists() else None
+    return cls.load_from_checkpoint(path, map_location="cpu").eval(), data
+
+
 def _plain(value):
     """``value`` with tuples as lists and numbers as floats, for comparing arguments read from YAML and JSON."""
     if isinstance(value, dict):
@@ -418,8 +439,7 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
     model_path = hparams.get("_class_path")
     if not model_path:
         raise WeightsError(f"{ckpt_path} does not name its model class (train it with `bioviz fit`)")
-    if not model_path.startswith("zoo.models."):
-        model_path = "zoo.models." + model_path.rpartition(".")[2]
+    model_path = "zoo.models." + model_path.rpartition(".")[2]  # LightningCLI may record zoo.models.<module>.X
     cls = _zoo_class("zoo.models", model_path)
     skip = set(getattr(cls, "init_only_hparams", ()))
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in skip}

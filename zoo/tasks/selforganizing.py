@@ -96,6 +96,18 @@ class SelfOrganizingTask(Task):
     def before_step(self, step: int, optimizer) -> None:
         """Called before every Hebbian update with the number of updates done so far."""
 
+    @torch.no_grad()
+    def measure_map(self, data, response=None) -> MapMeasurement:
+        """The orientation map from the gratings of ``data``'s test set, as ``bioviz test`` measures it: e.g.
+        ``model.measure_map(zoo.model_info(name).datamodule())``. ``response(images) -> [B, units]`` replaces the
+        settled activity (e.g. the afferent drive alone)."""
+        data.setup("test")
+        response = response or (lambda images: self(images).flatten(1))
+        parts = [(response(images.to(self.device)).float().cpu(), o, p, f)
+                 for images, o, p, f in data.test_dataloader()]
+        responses, orientation, phase, frequency = (torch.cat(x) for x in zip(*parts, strict=True))
+        return measure_map(responses, orientation, phase, frequency, self.sheet_shape)
+
     def weight_picture(self) -> np.ndarray | None:
         return None
 
