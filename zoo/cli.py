@@ -313,7 +313,8 @@ def print_comparison(entry, measured: dict[str, float], label: str) -> list[str]
     differ = []
     for metric, recorded in entry.metrics.items():
         value = measured.get(metric)
-        text = f"{value:12.4f} {value - recorded:+11.4f}" if value is not None else f"{'missing':>12s} {'':11s}"
+        difference = value - recorded if value is not None and abs(value - recorded) >= 5e-5 else 0.0
+        text = f"{value:12.4f} {difference:+11.4f}" if value is not None else f"{'missing':>12s} {'':11s}"
         print(f"  {metric:28s} {recorded:10.4f} {text} {paper[metric] if metric in paper else '':>8}")
         if value is None or abs(value - recorded) > ZOO_TOLERANCE:
             differ.append(metric)
