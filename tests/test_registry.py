@@ -213,7 +213,8 @@ def test_registry_refuses_malformed_weights(published, field, value, message):
     ({"data": {"class_path": "os.system"}}, "data must be a class of zoo.data"),
     ({"input": {"channels": 3, "size": [12, 12]}}, r"input \[3, 12, 12\] differs from the model's in_shape"),
     ({"headline": "test/acc"}, "headline 'test/acc' is not one of its metrics"),
-    ({"surprise": 1}, r"unknown field\(s\) \['surprise'\]"),
+    ({"surprise": 1}, r"unknown field\(s\) \[.surprise.\]"),
+    ({"metrics": {"test/corr": "high"}}, "metrics must map metric names to numbers"),
 ])
 def test_registry_refuses_malformed_entries_without_importing_them(published, change, message, capsys):
     entry = {**published["entry"], **change}

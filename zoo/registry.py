@@ -252,7 +252,7 @@ def _zoo_class(package: str, path: str) -> type:
         raise RegistryError(f"{path!r} is not a class of {package}")
     module = importlib.import_module(package)
     if class_name not in module.__all__:
-        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(module.__all__)})")
+        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(sorted(module.__all__))})")
     return getattr(module, class_name)
 
 
@@ -281,10 +281,14 @@ def parse_entry(name: str, raw: object) -> ZooEntry:
         path = raw[key] if key == "model" else (raw[key] or {}).get("class_path", "")
         if not str(path).startswith(package + "."):
             raise RegistryError(f"{where}: {key} must be a class of {package}, got {path!r}")
+        _zoo_class(package, path)  # the name must be one the package exports
     recipe = _mapping(raw["recipe"], f"{where}: recipe", {"configs", "args", "note"})
     if not recipe.get("configs"):
         raise RegistryError(f"{where}: recipe.configs must list the config files that trained it")
-    metrics = {str(k): float(v) for k, v in (raw["metrics"] or {}).items()}
+    try:
+        metrics = {str(k): float(v) for k, v in (raw["metrics"] or {}).items()}
+    except (AttributeError, TypeError, ValueError) as err:
+        raise RegistryError(f"{where}: metrics must map metric names to numbers ({err})") from err
     if raw["headline"] not in metrics:
         raise RegistryError(f"{where}: headline {raw['headline']!r} is not one of its metrics {sorted(metrics)}")
     spec = InputSpec.from_dict(raw["input"], where)
