@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--margin", type=int, help="interior margin in pixels (default: the inhibitory radius)")
     args = parser.parse_args()
     trained, data_config = load_model_and_data(args.model)
+    if not isinstance(trained, Lissom) or not data_config:
+        parser.error(f"{args.model} is not a LISSOM model with its run's config.yaml (or a zoo entry)")
     data_args = data_config["init_args"]
     if args.contrast is not None:
         data_args["map_contrast"] = args.contrast
@@ -85,7 +87,7 @@ def main() -> None:
     checkpoint = Path(args.model)
     label = (f"after {torch.load(checkpoint, map_location='cpu', weights_only=True)['global_step']} updates"
              if checkpoint.is_file() else "trained")
-    name = checkpoint.parents[2].name if checkpoint.is_file() else args.model
+    name = checkpoint.resolve().parents[2].name if checkpoint.is_file() else args.model  # runs/<name>/version_N
 
     margin = args.margin if args.margin is not None else int(float(trained.network.v1.inhibitory.radius))
     before, after = measure(untrained, data), measure(trained, data)

@@ -126,6 +126,22 @@ def test_bad_downloads_leave_the_cache_as_it_was(published, damage, message):
     assert cache_files() == []  # nothing half-written
 
 
+def test_a_download_larger_than_the_file_is_stopped(published):
+    route = f"/{published['path'].name}"
+    size = published["entry"]["weights"]["size"]
+    published["server"].routes[route] = (published["path"].read_bytes() + b"\0" * (8 << 20), None)
+    with pytest.raises(registry.WeightsError, match=f"larger than the expected {size} bytes .* nothing was kept"):
+        registry.download_weights("tiny-cnn")
+    assert cache_files() == []
+
+
+def test_an_unwritable_cache_is_named(published, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("BIOVIZ_HOME", str(tmp_path / "a-file"))
+    with pytest.raises(registry.WeightsError, match="is not writable .* set BIOVIZ_HOME to a folder you can write"):
+        registry.download_weights("tiny-cnn")
+
+
 def test_wrong_sha256_in_the_registry(published):
     entry = published["entry"]
     entry["weights"]["sha256"] = "0" * 64
@@ -151,12 +167,14 @@ def test_offline_mode_tries_no_url_and_says_how_to_download(published, monkeypat
 
 
 def test_mirror_is_tried_before_the_entry_urls(published, monkeypatch):
+    server, name = published["server"], published["path"].name
+    server.routes[f"/entry/{name}"] = server.routes[f"/{name}"]
     entry = published["entry"]
-    entry["weights"]["urls"] = ["http://127.0.0.1:9/unreachable"]
+    entry["weights"]["urls"] = [f"{server.url}/entry/{name}"]
     published["use"]({"tiny-cnn": entry})
-    monkeypatch.setenv("BIOVIZ_ZOO_URL", published["server"].url)
+    monkeypatch.setenv("BIOVIZ_ZOO_URL", f"{server.url}/")
     assert registry.download_weights("tiny-cnn").exists()
-    assert published["server"].requests == [f"/{published['path'].name}"]
+    assert server.requests == [f"/{name}"]  # the mirror's; the entry's URL was not needed
 
 
 def test_an_unreachable_entry_names_fixes_that_work(published, capsys):
@@ -211,6 +229,7 @@ def test_registry_refuses_malformed_weights(published, field, value, message):
     ({"model": "this.Zen"}, "model must be a class of zoo.models"),
     ({"model": "zoo.models.registry"}, "zoo.models has no class 'registry'"),
     ({"data": {"class_path": "os.system"}}, "data must be a class of zoo.data"),
+    ({"data": {"class_path": "zoo.data.write_synthetic_v1"}}, "zoo.data has no class 'write_synthetic_v1'"),
     ({"input": {"channels": 3, "size": [12, 12]}}, r"input \[3, 12, 12\] differs from the model's in_shape"),
     ({"headline": "test/acc"}, "headline 'test/acc' is not one of its metrics"),
     ({"surprise": 1}, r"unknown field\(s\) \[.surprise.\]"),
@@ -293,6 +312,14 @@ def test_half_precision_weights_load_into_a_float32_model(published, tmp_path):
         torch.testing.assert_close(value, original, rtol=1e-3, atol=1e-4)
 
 
+def test_the_stored_dtype_must_be_the_registrys(published):
+    entry = published["entry"]
+    entry["weights"]["dtype"] = "float16"
+    published["use"]({"tiny-cnn": entry})
+    with pytest.raises(registry.WeightsError, match="stores float32 tensors, but the registry says float16"):
+        registry.load_model("tiny-cnn")
+
+
 def test_pretrained_false_needs_no_weights(published):
     published["server"].routes.clear()
     model = registry.load_model("tiny-cnn", pretrained=False)
@@ -322,6 +349,13 @@ def test_transforms_turn_a_users_image_into_the_models_input():
     gratings = registry.InputSpec(1, (4, 4), value_range=(-0.5, 0.5))
     y = gratings.transforms()(torch.tensor([[[0, 255] * 2] * 4], dtype=torch.uint8))
     assert float(y.min()) == -0.5 and float(y.max()) == 0.5
+    # another aspect ratio is scaled to cover the model's size and cropped, never padded
+    white = Image.new("RGB", (40, 40), "white")
+    stringer = registry.InputSpec(1, (12, 16), value_range=(-0.5, 0.5))
+    torch.testing.assert_close(stringer.transforms()(white).as_subclass(torch.Tensor), torch.full((1, 12, 16), 0.5))
+    # palette and grey-with-alpha images are read as the colours they show
+    for image in (white.convert("P"), white.convert("LA"), white.convert("RGBA")):
+        assert float(registry.InputSpec(1, (4, 4)).transforms()(image).min()) == pytest.approx(1.0), image.mode
     # colour to grey as the data modules do: the mean of R, G and B
     rgb = torch.stack([torch.full((4, 4), v, dtype=torch.uint8) for v in (30, 60, 90)])
     torch.testing.assert_close(registry.InputSpec(1, (4, 4)).transforms()(rgb).as_subclass(torch.Tensor),
@@ -477,3 +511,60 @@ def test_scripts_load_a_zoo_name_or_a_checkpoint(published, tmp_path, capsys):
     with pytest.raises(RegistryError, match="zoo.models has no class 'Zen'"):
         registry.load_model_and_data(ckpt)
     assert "this" not in sys.modules and capsys.readouterr().out == ""
+
+
+def fitted_checkpoint(folder, class_path="zoo.models.CNNV1"):
+    """A checkpoint as `bioviz fit` writes it (LightningCLI records the model's class path), of a tiny CNNV1."""
+    import lightning.pytorch as pl
+
+    torch.manual_seed(0)
+    model = CNNV1(**TINY)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
+    trainer.strategy.connect(model)
+    path = folder / "run" / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    state["hyper_parameters"]["_class_path"] = class_path
+    torch.save(state, path)
+    return model.eval(), path
+
+
+def test_a_checkpoint_loads_as_its_model_without_unpickling_code(tmp_path):
+    model, path = fitted_checkpoint(tmp_path, "zoo.models.cnn_v1.CNNV1")
+    (path.parent.parent / "config.yaml").write_text(yaml.safe_dump({"data": {"class_path": "X", "init_args": {}}}))
+    loaded, data = registry.load_model_and_data(path)
+    x = torch.randn(2, 1, 12, 12)
+    torch.testing.assert_close(loaded(x), model(x))
+    assert data == {"class_path": "X", "init_args": {}}
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint", "is not a checkpoint of `bioviz fit` that loads without running code"),
+    ("pickled code", "is not a checkpoint of `bioviz fit` that loads without running code"),
+    ("no state dict", "does not name its model class or has no state dict"),
+])
+def test_export_of_something_else_is_one_clear_line(tmp_path, capsys, content, message):
+    import pickle
+
+    path = tmp_path / "x.ckpt"
+    if content == "pickled code":
+        path.write_bytes(pickle.dumps(print))  # a global: refused by weights_only
+    elif content == "no state dict":
+        torch.save({"hyper_parameters": {"_class_path": "zoo.models.CNNV1"}}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoo", "export", str(path), "--name", "x", "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_weights_that_do_not_fit_the_hyperparameters(tmp_path):
+    _, path = fitted_checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["hyper_parameters"]["num_filters"] = [3, 3, 3]
+    torch.save(state, path)
+    with pytest.raises(registry.WeightsError, match="do not load into zoo.models.CNNV1 .* nothing was written"):
+        registry.export_checkpoint(path, "x", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

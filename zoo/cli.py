@@ -250,7 +250,9 @@ def zoo_command(argv: list[str]) -> None:
     if args.command == "list":
         print_zoo_table([registry.model_info(name) for name in registry.list_models(args.pattern)])
     elif args.command == "info":
-        print(yaml.safe_dump(registry.model_info(args.name).to_dict(), sort_keys=False, width=116), end="")
+        info = registry.model_info(args.name).to_dict()
+        info["configs_folder"] = str(importlib.resources.files("zoo.configs"))  # where configs/ is in this install
+        print(yaml.safe_dump(info, sort_keys=False, width=116), end="")
     elif args.command == "pull":
         for name in args.name:
             print(f"{name}: {registry.download_weights(name)}")
@@ -277,9 +279,12 @@ def zoo_command(argv: list[str]) -> None:
         metrics = {}
         for item in args.metric:
             key, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"--metric takes KEY=VALUE, got {item!r}")
-            metrics[key] = float(value)
+            try:
+                metrics[key] = float(value) if sep else None
+            except ValueError:
+                metrics[key] = None
+            if metrics[key] is None:
+                parser.error(f"--metric takes KEY=NUMBER, got {item!r}")
         path, entry = registry.export_checkpoint(args.checkpoint, args.name, args.out, metrics, args.dtype)
         print(f"wrote {path}\n# complete it and add it to zoo/registry.yaml under models: (docs/zoo.md)")
         print(yaml.safe_dump(entry, sort_keys=False, default_flow_style=None), end="")
@@ -293,13 +298,13 @@ def print_zoo_table(entries: list) -> None:
     """Name, model, what it was trained on, its headline metric, weights size, and where the weights are."""
     rows = [("name", "model", "trained on", "headline metric", "size", "weights")]
     for e in entries:
-        trained = e.trained_on if len(e.trained_on) <= 44 else e.trained_on[:43] + "…"
+        trained = e.trained_on if len(e.trained_on) <= 48 else e.trained_on[:47] + "…"
         rows.append((e.name, e.model.rpartition(".")[2], trained, f"{e.headline} {e.metrics[e.headline]:.4g}",
                      _size(e.weights.size), e.location()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    if any(e.location() == "unavailable" for e in entries):
+    if any(row[-1] == "unavailable" for row in rows):
         print("unavailable: not packaged, not cached, no URL; `bioviz zoo add FILE`, a mirror (BIOVIZ_ZOO_URL) or "
               "`bioviz zoo reproduce NAME` gets them")
 
@@ -374,7 +379,8 @@ def reproduce(entry, out: str | None, data_root: str | None, overrides: list[str
     folder.mkdir(parents=True, exist_ok=True)
     args = entry.recipe.arguments(str(Path(data_root).resolve()) if data_root else None)
     args = [config_file(a) if i and args[i - 1] == "-c" else a for i, a in enumerate(args)] + list(overrides)
-    print(f"reproducing {entry.name} in {folder}:\n  " + "\n  ".join(entry.recipe.commands(data_root)))
+    print(f"reproducing {entry.name} in {folder}:\n  bioviz fit {' '.join(args)}\n  bioviz test {' '.join(args)} "
+          "--ckpt_path best")
     start = time.time()
     with working_directory(folder):
         BiovizCLI(args=["fit", *args])

@@ -54,8 +54,9 @@ def download(url: str, target: str | Path, algorithm: str, expected: str, size: 
     """Stream ``url`` to ``target``, which appears (atomically) only if the transfer is complete and its
     ``algorithm`` digest equals ``expected``; otherwise nothing is left and the error names the URL.
 
-    Complete means ``size`` bytes when given, else the server's Content-Length. Only https, http and file URLs are
-    followed. A transfer problem raises DataNotFoundError, a checksum mismatch DataFileError.
+    Complete means ``size`` bytes when given, else the server's Content-Length; a transfer is stopped one byte past
+    ``size``, so a wrong or endless response never fills the disk. Only https, http and file URLs are followed. A
+    transfer problem raises DataNotFoundError, a checksum mismatch or an oversized response DataFileError.
     """
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ALLOWED_SCHEMES:
@@ -68,13 +69,18 @@ def download(url: str, target: str | Path, algorithm: str, expected: str, size: 
                 length = response.headers.get("Content-Length")
                 size = size if size is not None else (int(length) if length else None)
                 with tqdm(total=size, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
-                    while block := response.read(CHUNK):
+                    while block := response.read(CHUNK if size is None else min(CHUNK, size + 1 - received)):
                         out.write(block)
                         digest.update(block)
                         received += len(block)
                         bar.update(len(block))
+                        if size is not None and received > size:  # never more than the expected file on disk
+                            break
         except (OSError, http.client.HTTPException) as err:
             raise DataNotFoundError(f"could not download {url} ({err}); nothing was kept") from err
+        if size is not None and received > size:
+            raise DataFileError(f"the download from {url} is larger than the expected {size} bytes (a different "
+                                "file); it was stopped and nothing was kept")
         if size is not None and received != size:
             raise DataNotFoundError(f"the download from {url} broke off after {received} of {size} bytes "
                                     "(truncated or a different file); nothing was kept")

@@ -29,7 +29,7 @@ import yaml
 
 from zoo import weights as weights_files
 from zoo.errors import RegistryError, ShapeMismatchError, UnknownModelError, UserError, WeightsError
-from zoo.weights import Weights, cache_dir, sha256_of
+from zoo.weights import Weights, sha256_of
 
 __all__ = [
     "DATA_ROOT",
@@ -39,7 +39,6 @@ __all__ = [
     "WeightsError",
     "ZooEntry",
     "add_weights",
-    "cache_dir",
     "download_weights",
     "evaluate",
     "export_checkpoint",
@@ -47,7 +46,6 @@ __all__ = [
     "load_model",
     "load_model_and_data",
     "model_info",
-    "sha256_of",
 ]
 
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
@@ -84,12 +82,13 @@ class InputSpec:
 
     def transforms(self) -> Callable:
         """A callable that turns one image (PIL image, ``[H, W, C]`` uint8 array, or ``[C, H, W]`` tensor: uint8, or
-        float in [0, 1]) into the ``[channels, *size]`` float tensor the model takes. Resizes the shorter side to the
-        model's size and crops the centre, converts colour to grey as the data modules do (mean of R, G and B) or
-        grey to colour, maps [0, 1] to ``value_range`` and normalises. Stack the results for a batch."""
+        float in [0, 1]) into the ``[channels, *size]`` float tensor the model takes. Scales the image to cover the
+        model's size (aspect ratio kept) and crops the centre, converts colour to grey as the data modules do (mean
+        of R, G and B) or grey to colour, maps [0, 1] to ``value_range`` and normalises. Stack the results for a
+        batch."""
         from torchvision.transforms import v2
 
-        steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize(min(self.size), antialias=True),
+        steps = [ToRGB(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True), ResizeToCover(self.size),
                  v2.CenterCrop(list(self.size)), ToChannels(self.channels)]
         if tuple(self.value_range) != (0.0, 1.0):
             steps.append(ToRange(*self.value_range))
@@ -115,6 +114,39 @@ class InputSpec:
         if spec.normalize == "mean_std" and not (len(spec.mean) == len(spec.std) == spec.channels):
             raise RegistryError(f"{where}: input.normalize mean_std needs a mean and a std per channel")
         return spec
+
+
+class ToRGB:
+    """A PIL image of any mode (palette, grey, with alpha) as RGB; other inputs pass through."""
+
+    def __call__(self, image):
+        from PIL import Image
+
+        return image.convert("RGB") if isinstance(image, Image.Image) else image
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+class ResizeToCover:
+    """Scale ``[C, H, W]`` by one factor so that it covers ``size`` (both sides at least as large), for a centre
+    crop; images already of that size are left as they are."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = tuple(size)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional
+
+        h, w = image.shape[-2:]
+        if (h, w) == self.size:
+            return image
+        scale = max(self.size[0] / h, self.size[1] / w)
+        target = [max(self.size[0], round(h * scale)), max(self.size[1], round(w * scale))]
+        return functional.resize(image, target, antialias=True)
+
+    def __repr__(self) -> str:
+        return f"ResizeToCover({list(self.size)})"
 
 
 class ToChannels:
@@ -251,8 +283,11 @@ def _zoo_class(package: str, path: str) -> type:
     if module_name != package:
         raise RegistryError(f"{path!r} is not a class of {package}")
     module = importlib.import_module(package)
-    if class_name not in module.__all__:
-        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(sorted(module.__all__))})")
+    base = pl.LightningModule if package == "zoo.models" else pl.LightningDataModule
+    classes = [n for n in module.__all__
+               if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), base)]
+    if class_name not in classes:
+        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(sorted(classes))})")
     return getattr(module, class_name)
 
 
@@ -375,9 +410,11 @@ def load_model(name: str, pretrained: bool = True, device: str | torch.device = 
     if pretrained:
         path = download_weights(name)
         content = weights_files.read(path, entry.weights.sha256)  # hashed again: these bytes are the ones loaded
-        if content.model != entry.model or _plain(content.init_args) != _plain(entry.init_args):
+        if content.model != entry.model or _comparable(content.init_args) != _comparable(entry.init_args):
             raise WeightsError(f"{path} holds {content.model} with init args {content.init_args}, but the registry "
                                f"says {entry.model} with {entry.init_args}; refusing to load a mismatched file")
+        if content.dtype != entry.weights.dtype:
+            raise WeightsError(f"{path} stores {content.dtype} tensors, but the registry says {entry.weights.dtype}")
     model = cls(**copy.deepcopy(entry.init_args))
     if pretrained:
         model.load_state_dict(content.state_dict)  # strict; stored half-precision tensors are cast to the model's
@@ -395,22 +432,40 @@ def load_model_and_data(source: str | Path) -> tuple[pl.LightningModule, dict | 
             raise WeightsError(f"no checkpoint at {source} (and it is no zoo name: `bioviz zoo list` shows them)")
         entry = model_info(str(source))
         return load_model(entry.name), copy.deepcopy(entry.data)
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    cls, init_args, state_dict = _read_checkpoint(path)
+    model = cls(**init_args)
+    model.load_state_dict(state_dict)
+    return model.eval(), _run_data(path)
+
+
+def _read_checkpoint(path: Path) -> tuple[type[pl.LightningModule], dict, dict]:
+    """A ``bioviz fit`` checkpoint's model class (resolved within ``zoo.models`` only), init arguments and state
+    dict, read with ``weights_only=True`` (no code runs)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - not a checkpoint, or one holding more than tensors and plain values
+        raise WeightsError(f"{path} is not a checkpoint of `bioviz fit` that loads without running code "
+                           f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from err
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     class_path = str(hparams.get("_class_path", ""))
-    if not class_path:
-        raise WeightsError(f"{path} does not name its model class (train it with `bioviz fit`)")
-    cls = _zoo_class("zoo.models", "zoo.models." + class_path.rpartition(".")[2])
-    config = path.resolve().parent.parent / "config.yaml"
-    data = yaml.safe_load(config.read_text()).get("data") if config.exists() else None
-    return cls.load_from_checkpoint(path, map_location="cpu").eval(), data
+    if not class_path or "state_dict" not in ckpt:
+        raise WeightsError(f"{path} does not name its model class or has no state dict (train it with `bioviz fit`)")
+    cls = _zoo_class("zoo.models", "zoo.models." + class_path.rpartition(".")[2])  # LightningCLI may record a module
+    return cls, {k: v for k, v in hparams.items() if not k.startswith("_")}, ckpt["state_dict"]
 
 
-def _plain(value):
+def _run_data(ckpt_path: Path) -> dict | None:
+    """The data section of the run's ``config.yaml`` (``runs/<name>/version_N/config.yaml`` beside ``checkpoints/``)."""
+    config = ckpt_path.resolve().parent.parent / "config.yaml"
+    return yaml.safe_load(config.read_text()).get("data") if config.is_file() else None
+
+
+def _comparable(value):
     """``value`` with tuples as lists and numbers as floats, for comparing arguments read from YAML and JSON."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _comparable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_comparable(v) for v in value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return value
@@ -438,19 +493,18 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise WeightsError(f"no checkpoint at {ckpt_path}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    model_path = hparams.get("_class_path")
-    if not model_path:
-        raise WeightsError(f"{ckpt_path} does not name its model class (train it with `bioviz fit`)")
-    model_path = "zoo.models." + model_path.rpartition(".")[2]  # LightningCLI may record zoo.models.<module>.X
-    cls = _zoo_class("zoo.models", model_path)
+    cls, hparams, state_dict = _read_checkpoint(ckpt_path)
+    model_path = f"zoo.models.{cls.__name__}"
     skip = set(getattr(cls, "init_only_hparams", ()))
-    init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in skip}
-    cls(**copy.deepcopy(init_args)).load_state_dict(ckpt["state_dict"])  # raises if the file would not load
-    path = weights_files.write(folder, name, model_path, init_args, ckpt["state_dict"], dtype)
-    run_config = ckpt_path.parent.parent / "config.yaml"
-    data = yaml.safe_load(run_config.read_text()).get("data") if run_config.exists() else None
+    init_args = {k: v for k, v in hparams.items() if k not in skip}
+    try:
+        cls(**copy.deepcopy(init_args)).load_state_dict(state_dict)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise WeightsError(f"{ckpt_path}: its weights do not load into {model_path} rebuilt from its "
+                           f"hyperparameters ({' '.join(str(err).split())[:300]}); nothing was written") from err
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    path = weights_files.write(folder, name, model_path, init_args, state_dict, dtype)
+    data = _run_data(ckpt_path)
     in_shape = init_args.get("in_shape") or [1, 1, 1]
     entry = {
         "model": model_path,

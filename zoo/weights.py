@@ -49,8 +49,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 URL_SCHEMES = ("https", "http", "file", "hf")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-REACH = ("`bioviz zoo add FILE` imports a copy you have, BIOVIZ_ZOO_URL=URL points at a mirror that has the file, "
-         "and `bioviz zoo reproduce {name}` trains the model again from its recipe")
+HOW_TO_GET_WEIGHTS = ("`bioviz zoo add FILE` imports a copy you have, BIOVIZ_ZOO_URL=URL points at a mirror that "
+                      "has the file, and `bioviz zoo reproduce {name}` trains the model again from its recipe")
 
 
 def plain_name(value: object, what: str) -> str:
@@ -131,12 +131,13 @@ def decode(data: bytes, origin: str) -> WeightsContent:
         (header_size,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8:8 + header_size])
         meta = json.loads(header["__metadata__"]["bioviz"])
-        state_dict = load_tensors(data)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        content = WeightsContent(str(meta["model"]), dict(meta["init_args"]), str(meta["dtype"]), load_tensors(data))
     except Exception as err:  # noqa: BLE001 - any parse failure means the same thing to the user
-        raise WeightsError(f"{origin} is not a bioviz weights file ({FORMAT}, safetensors): {err}") from err
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"{origin} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return WeightsContent(meta["model"], meta["init_args"], meta["dtype"], state_dict)
+        raise WeightsError(f"{origin} is not a bioviz weights file ({FORMAT}, safetensors): "
+                           f"{type(err).__name__}: {err}") from err
+    return content
 
 
 def write(folder: str | Path, name: str, model: str, init_args: dict, state_dict: dict[str, torch.Tensor],
@@ -199,8 +200,13 @@ def location(weights: Weights) -> str:
 @contextmanager
 def _lock(path: Path):
     """An exclusive advisory lock on ``path`` (POSIX); other platforms rely on the atomic rename alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise WeightsError(f"the weights cache {path.parent} is not writable ({err.strerror}); set BIOVIZ_HOME to "
+                           "a folder you can write") from err
+    with handle:
         try:
             import fcntl
 
@@ -237,7 +243,7 @@ def fetch(name: str, weights: Weights) -> Path:
         else:
             failures.append("it is not packaged with this install and has no download URL")
     raise WeightsError(f"no verified weights for {name!r} ({weights.file}, sha256 {weights.sha256[:12]}...): "
-                       f"{'; '.join(failures)}. To get them: {REACH.format(name=name)}.")
+                       f"{'; '.join(failures)}. To get them: {HOW_TO_GET_WEIGHTS.format(name=name)}.")
 
 
 def _download(url: str, target: Path, weights: Weights) -> Path:
