@@ -48,10 +48,13 @@ def run_bioviz(args, cwd, env_extra=None, check=True, timeout=600):
 class Server:
     """Serves ``routes[path] = (body, declared length or None)`` on 127.0.0.1 and records the requests' paths (GET
     and HEAD); a declared length above ``len(body)`` is a transfer that broke off. ``headers[path]`` adds response
-    headers (a Hugging Face Hub endpoint sends X-Repo-Commit and ETag); ``delay`` seconds pass before each answer."""
+    headers (a Hugging Face Hub endpoint sends X-Repo-Commit and ETag); ``delay`` seconds pass before each answer;
+    ``redirects[path]`` answers 302 to that location; ``trickle[path]`` sends the body a byte per that many
+    seconds."""
 
     def __init__(self):
         self.routes, self.headers, self.requests, self.delay = {}, {}, [], 0.0
+        self.redirects, self.trickle = {}, {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -59,6 +62,12 @@ class Server:
                 path = self.path.split("?")[0]
                 server.requests.append(path)
                 time.sleep(server.delay)
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path not in server.routes:
                     self.send_error(404)
                     return
@@ -68,7 +77,12 @@ class Server:
                 for key, value in server.headers.get(path, {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                if send_body:
+                if send_body and path in server.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle[path])
+                elif send_body:
                     self.wfile.write(body)
 
             def do_GET(self):

@@ -135,6 +135,31 @@ def test_a_download_larger_than_the_file_is_stopped(published):
     assert cache_files() == []
 
 
+def test_a_trickling_download_is_given_up_at_the_deadline(published, monkeypatch):
+    route = f"/{published['path'].name}"
+    published["server"].trickle[route] = 0.05  # 20 bytes/s: hours for the file, each read well inside the timeout
+    monkeypatch.setenv("BIOVIZ_DOWNLOAD_DEADLINE", "0.5")
+    with pytest.raises(registry.WeightsError, match=r"took longer than 0.5 s .* Set BIOVIZ_DOWNLOAD_DEADLINE"):
+        registry.download_weights("tiny-cnn")
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize("location, message", [
+    ("ftp://127.0.0.1/x.safetensors", "redirected to ftp://127.0.0.1/x.safetensors: refused, only https and http"),
+    ("file:///etc/passwd", "Redirection to url 'file:///etc/passwd' is not allowed"),  # urllib's own check
+])
+def test_redirects_are_checked_on_every_hop(published, location, message):
+    server = published["server"]
+    server.redirects["/hop1"] = f"{server.url}/hop2"  # an allowed hop first, then the refused one
+    server.redirects["/hop2"] = location
+    entry = published["entry"]
+    entry["weights"]["urls"] = [f"{server.url}/hop1"]
+    published["use"]({"tiny-cnn": entry})
+    with pytest.raises(registry.WeightsError, match=message):
+        registry.download_weights("tiny-cnn")
+    assert server.requests == ["/hop1", "/hop2"] and cache_files() == []
+
+
 def test_an_unwritable_cache_is_named(published, monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("BIOVIZ_HOME", str(tmp_path / "a-file"))
