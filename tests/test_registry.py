@@ -593,3 +593,11 @@ def test_export_refuses_weights_that_do_not_fit_the_hyperparameters(tmp_path):
     with pytest.raises(registry.WeightsError, match="do not load into zoo.models.CNNV1 .* nothing was written"):
         registry.export_checkpoint(path, "x", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_names_must_be_plain(tmp_path, capsys):
+    _, path = fitted_checkpoint(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoo", "export", str(path), "--name", "../../escaped", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "must be a plain file name" in capsys.readouterr().err
+    assert list(tmp_path.rglob("escaped*")) == []

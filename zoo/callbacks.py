@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
+import random
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
-__all__ = ["PlateauSchedule", "PreciseBatchNorm"]
+__all__ = ["PlateauSchedule", "PreciseBatchNorm", "StepSeed"]
 
 
 def _cpu_copy(state):
@@ -140,3 +143,19 @@ class PreciseBatchNorm(pl.Callback):
             for m in norms:
                 m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
                 m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
+
+
+class StepSeed(pl.Callback):
+    """Before every training step, seed torch (CPU and CUDA), numpy and Python's ``random`` from (the run's seed, the
+    step, the process rank). The randomness of a step (dropout masks, noise layers) then depends on nothing but its
+    number, so a run resumed from any checkpoint, even one written mid-epoch, draws what an uninterrupted run draws,
+    and each DDP process draws its own. The run's seed is ``seed_everything``'s (``PL_GLOBAL_SEED``), else 0.
+    ``bioviz fit`` adds this callback; data order and augmentation are seeded by the data modules the same way.
+    """
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        base = int(os.environ.get("PL_GLOBAL_SEED") or 0)
+        state = np.random.SeedSequence([base, trainer.global_step, trainer.global_rank]).generate_state(2)
+        torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+        np.random.seed(int(state[0]))
+        random.seed(int(state[1]))

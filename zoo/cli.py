@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.resources
+import io
 import logging
 import os
 import sys
@@ -24,10 +25,13 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import zoo.data
 import zoo.models
+from zoo.callbacks import StepSeed
 from zoo.errors import DataNotFoundError, UserError
+from zoo.files import atomic_file
 
 # In-memory tensor loaders need no worker processes; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -70,6 +74,16 @@ def _checkpoint_dirs(trainer_config: Namespace) -> Path:
     return root / "lightning_logs" / "*" / "checkpoints"
 
 
+def _unsaved_run(trainer_config: Namespace) -> Path | None:
+    """The newest ``version_N`` folder of this config's logger if it holds no checkpoint (its run died first)."""
+    pattern = _checkpoint_dirs(trainer_config)
+    if pattern.parent.name != "*":  # no logger: no version folders
+        return None
+    versions = [p for p in pattern.parent.parent.glob("version_*") if p.name.removeprefix("version_").isdigit()]
+    newest = max(versions, key=lambda p: int(p.name.removeprefix("version_")), default=None)
+    return newest if newest is not None and not list(newest.glob("checkpoints/*.ckpt")) else None
+
+
 def find_checkpoint(trainer_config: Namespace, which: str) -> Path | None:
     """The newest ``best.ckpt`` or ``last.ckpt`` among the runs of this config's logger, or None."""
     candidates = [Path(p) for p in glob.glob(str(_checkpoint_dirs(trainer_config) / f"{which}.ckpt"))]
@@ -87,6 +101,24 @@ def default_checkpoints(monitor: str | None, mode: str = "min") -> list[ModelChe
         return [ModelCheckpoint(filename="{epoch}-{step}", save_top_k=1, save_last=True)]
     return [ModelCheckpoint(monitor=monitor, mode=mode, filename="best", save_top_k=1),
             ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, save_top_k=1)]
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it and renames it into place (``zoo.files.atomic_file``),
+    so a process killed while saving leaves the previous checkpoint whole. A killed save leaves its temporary file
+    behind (nothing runs after SIGKILL); the next save of that checkpoint removes it. Remote paths (``s3://``, ...)
+    are written by Lightning's own checkpoint IO."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+            stale.unlink(missing_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with atomic_file(path) as out:
+            out.write(buffer.getbuffer())
+
 
 class PredictionFileWriter(BasePredictionWriter):
     """Saves what ``bioviz predict`` returns, in data order, to ``<run folder>/predictions.pt``.
@@ -113,8 +145,9 @@ class PredictionFileWriter(BasePredictionWriter):
 
 class BiovizCLI(LightningCLI):
     """LightningCLI with bioviz defaults: TensorBoard under runs/, best + last checkpoints on the model's monitored
-    metric, learning-rate monitor, seed 0, data properties linked into the model, and ``--ckpt_path best|last``
-    resolved to the newest run of the same logger name (also in a new process)."""
+    metric written atomically, learning-rate monitor, seed 0 and every training step seeded (``StepSeed``), data
+    properties linked into the model, and ``--ckpt_path best|last`` resolved to the newest run of the same logger
+    name (also in a new process)."""
 
     def __init__(self, args=None, run: bool = True):
         super().__init__(
@@ -157,8 +190,15 @@ class BiovizCLI(LightningCLI):
                 if logger.init_args.get("version") is None:
                     logger.init_args.version = found.parent.parent.name
         elif subcommand == "fit" and which == "last":
-            print(f"no last.ckpt in {_checkpoint_dirs(config.trainer)}; starting a new run", file=sys.stderr)
             config.ckpt_path = None
+            logger = config.trainer.get("logger")
+            unsaved = _unsaved_run(config.trainer)
+            if unsaved is not None and isinstance(logger, Namespace) and logger.init_args.get("version") is None:
+                # A run killed before its first checkpoint: start again in its folder, not in a new version.
+                logger.init_args.version = unsaved.name
+                print(f"no last.ckpt in {unsaved}; starting again in that run's folder", file=sys.stderr)
+            else:
+                print(f"no last.ckpt in {_checkpoint_dirs(config.trainer)}; starting a new run", file=sys.stderr)
         else:
             raise DataNotFoundError(
                 f"--ckpt_path {which}: no {which}.ckpt in {_checkpoint_dirs(config.trainer)}. "
@@ -184,6 +224,10 @@ class BiovizCLI(LightningCLI):
             callbacks.append(PredictionFileWriter())
         if config.get("logger") and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor())
+        if self.subcommand == "fit" and not any(isinstance(c, StepSeed) for c in callbacks):
+            callbacks.append(StepSeed())
+        if not config.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
