@@ -254,3 +254,19 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(tmp_path
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert torch.load(checkpoints / "best.ckpt", weights_only=False)["global_step"] == 2
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(in_tmp, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    (in_tmp / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS,
+              "--ckpt_path=evil.ckpt", "--trainer.enable_progress_bar=false"])
+    out = capsys.readouterr()
+    assert exit_info.value.code == 2 and "this ran" not in out.out
+    assert out.err.count("\n") == 1 and "could not be loaded without running the code it names" in out.err

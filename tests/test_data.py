@@ -89,12 +89,25 @@ def test_missing_key_is_named(tmp_path, arrays):
         ("responses_val", np.zeros((33, 5), np.float32), "neuron counts differ"),
         ("images_val", np.zeros((33, 8, 8), np.float32), "image shapes differ between splits"),
         ("images_train", np.array([["a"]] * 96), "images_train has dtype <U1"),
+        ("images_train", np.zeros((96, 16), np.float32), r"images_train has shape \[96, 16\]; expected \[N, H, W\] or"),
+        ("images_train", np.zeros((0, 16, 16), np.float32), r"images_train is empty \(shape \[0, 16, 16\]\)"),
+        ("responses_train", np.zeros((0, 6), np.float32), r"responses_train is empty"),
+        ("images_test", np.zeros((0, 16, 16), np.float32), r"images_test is empty"),
+        ("images_val", np.full((33, 16, 16), 1e300), r"images_val has values up to 1e\+300; rescale it"),
+        ("responses_test", np.full((4, 21, 6), -1e300), r"responses_test has values up to 1e\+300"),
     ],
 )
 def test_wrong_shapes_and_dtypes_are_described(tmp_path, arrays, key, value, message):
     arrays[key] = value
     with pytest.raises(DataFileError, match=message):
         load_response_file(save(tmp_path / "f.npz", arrays))
+
+
+def test_an_npy_file_is_named_as_such(tmp_path, arrays):
+    path = tmp_path / "images.npy"
+    np.save(path, arrays["images_train"])
+    with pytest.raises(DataFileError, match=r"holds one array \(an .npy file\); the data file is an .npz"):
+        load_response_file(path)
 
 
 def test_nan_and_inf_are_counted_and_nothing_is_loaded(tmp_path, arrays):

@@ -119,6 +119,10 @@ def test_image_folder_errors_name_the_fix(tmp_path, image_folder):
     (other / "test" / "frog").rename(other / "test" / "toad")
     with pytest.raises(DataFileError, match="same class folders"):
         ImageFolderDataModule(str(other), val_size=1).setup("test")
+    broken = write_image_folder(tmp_path / "broken", per_class=(3, 1))
+    (broken / "train" / "cat" / "0000.png").write_bytes(b"not a png")  # the very first image
+    with pytest.raises(DataFileError, match=r"cannot decode .*cat/0000.png .*remove or replace the file"):
+        ImageFolderDataModule(str(broken), val_size=1).setup("fit")
     with pytest.raises(DataFileError, match="leaves no training images"):
         ImageFolderDataModule(str(image_folder), val_size=36).setup("fit")
     with pytest.raises(ValueError, match="needs 3 value"):

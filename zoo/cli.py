@@ -13,6 +13,7 @@ import importlib.resources
 import io
 import logging
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -451,11 +452,16 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _user_error(err: BaseException | None) -> UserError | None:
-    """The UserError behind ``err``, also when jsonargparse wrapped it while instantiating a class."""
+    """The UserError behind ``err``, also when jsonargparse wrapped it while instantiating a class; a checkpoint that
+    ``torch.load(weights_only=True)`` refused is one too."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserError):
             return err
+        if isinstance(err, pickle.UnpicklingError):
+            first = " ".join(str(err).split(". ")[0].split())[:200]
+            return UserError(f"a checkpoint could not be loaded without running the code it names ({first}); "
+                             "give a checkpoint written by `bioviz fit`, from a source you trust")
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

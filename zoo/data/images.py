@@ -332,26 +332,18 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         return self._classes
 
     def image_size(self) -> tuple[int, int]:
-        from torchvision.io import ImageReadMode, decode_image
-
-        first = self._samples(self.root / self.train_dir)[1][0][0]
-        return tuple(decode_image(first, mode=ImageReadMode.RGB).shape[1:])
+        return tuple(_decode(self._samples(self.root / self.train_dir)[1][0][0]).shape[1:])
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_image
-
         folder = self.root / (self.train_dir if train else self.test_dir)
         classes, samples = self._samples(folder)
         if classes != self.classes:
             raise DataFileError(f"{folder} has classes {classes} but {self.root / self.train_dir} has "
                                 f"{self.classes}; both need the same class folders")
-        first = decode_image(samples[0][0], mode=ImageReadMode.RGB)
+        first = _decode(samples[0][0])
         images = torch.empty((len(samples), *first.shape), dtype=torch.uint8)
         for i, (path, _) in enumerate(tqdm(samples, desc=f"decoding {folder}", unit="img", leave=False)):
-            try:
-                image = decode_image(path, mode=ImageReadMode.RGB)
-            except RuntimeError as err:
-                raise DataFileError(f"cannot decode {path} ({err}); remove or replace the file") from err
+            image = _decode(path)
             if image.shape != first.shape:
                 raise DataFileError(
                     f"{path} is {list(image.shape[1:])} pixels but {samples[0][0]} is {list(first.shape[1:])}; "
@@ -359,3 +351,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 )
             images[i] = image
         return images, torch.tensor([label for _, label in samples], dtype=torch.long)
+
+
+def _decode(path: str) -> torch.Tensor:
+    """One image file as a ``[3, H, W]`` uint8 tensor; a file that cannot be decoded is named."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        raise DataFileError(f"cannot decode {path} ({err}); remove or replace the file") from err

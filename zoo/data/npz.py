@@ -13,6 +13,8 @@ from zoo.files import atomic_file
 
 __all__ = ["read_npz", "check_values", "write_npz"]
 
+FLOAT32_SAFE = 1e15  # largest magnitude accepted in a data array: its square and sums over many items fit float32
+
 
 def read_npz(path: str | Path, missing: str) -> dict[str, np.ndarray]:
     """All arrays of the ``.npz`` at ``path`` (no pickles). ``missing`` completes the error for a missing file:
@@ -21,7 +23,14 @@ def read_npz(path: str | Path, missing: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataNotFoundError(f"no {missing}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataFileError(f"{path} holds one array (an .npy file); the data file is an .npz of named arrays: "
+                            "write it with numpy.savez(path, key=array, ...)")
+    try:
+        with loaded as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
@@ -42,10 +51,18 @@ def check_values(arrays: dict[str, np.ndarray], required: Sequence[str], optiona
             problems.append(f"{key} has dtype {array.dtype}; expected an integer or floating type")
             continue
         numeric.append(key)
+        if array.size == 0:
+            problems.append(f"{key} is empty (shape {list(array.shape)})")
+            continue
         if np.issubdtype(array.dtype, np.floating):
             n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
             if n_nan or n_inf:
                 problems.append(f"{key} has {n_nan} NaN and {n_inf} inf values; remove or impute them")
+                continue
+        largest = float(np.abs(array).max())
+        if largest > FLOAT32_SAFE:  # the models compute in float32: squares and sums would overflow
+            problems.append(f"{key} has values up to {largest:.3g}; rescale it (the models compute in float32, "
+                            f"values must stay below {FLOAT32_SAFE:g})")
     return problems, numeric
 
 

@@ -59,7 +59,8 @@ def validate_response_arrays(arrays: dict[str, np.ndarray], source: str = "the d
     expected_ndim.update({f"images_{split}": (3, 4) for split in SPLITS})
     wrong_ndim = {key for key in checked if len(shapes[key]) not in expected_ndim[key]}
     for key in sorted(wrong_ndim):
-        layout = {2: "[N, n]", 3: "[repeats, N_test, n]"}.get(expected_ndim[key][0], "[N, H, W] or [N, C, H, W]")
+        layout = ("[N, H, W] or [N, C, H, W]" if key.startswith("images_")
+                  else {2: "[N, n]", 3: "[repeats, N_test, n]"}[expected_ndim[key][0]])
         problems.append(f"{key} has shape {list(shapes[key])}; expected {layout}")
     ok = {key: shapes[key] for key in checked if key not in wrong_ndim}
 
