@@ -114,12 +114,25 @@ def test_print_config_shows_linked_model_and_data(in_tmp, capsys):
     assert printed["data"]["class_path"] == "zoo.data.SyntheticV1DataModule"
 
 
-def test_unknown_class_lists_the_known_ones(in_tmp, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--model=NoSuchModel", "--data=SyntheticV1DataModule"], "no model named 'NoSuchModel'. Known models: CNNV1, "),
+    (["--model=CNNv1", "--data=SyntheticV1DataModule"], "no model named 'CNNv1'. Did you mean CNNV1"),
+    (["--model=CNNV1", "--data=SyntheticV1"], "no data module named 'SyntheticV1'. Did you mean SyntheticV1Data"),
+])
+def test_an_unknown_class_is_one_line_with_the_closest_names(in_tmp, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model=NoSuchModel", "--data=SyntheticV1DataModule"])
-    assert exit_info.value.code == 2
+        main(["fit", *args])
     err = capsys.readouterr().err
-    assert "NoSuchModel" in err and "Known models: CNNV1" in err and "SyntheticV1DataModule" in err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(f"bioviz: error: {message}")
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for command in ("fit", "validate", "test", "predict", "zoo", "simulate-v1", "simulate-stringer"):
+        assert f"\n  {command} " in out, command
 
 
 def test_missing_data_path_names_the_fix(in_tmp, capsys):

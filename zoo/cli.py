@@ -8,12 +8,14 @@ LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class na
 from __future__ import annotations
 
 import argparse
+import difflib
 import glob
 import importlib.resources
 import io
 import logging
 import os
 import pickle
+import re
 import sys
 import time
 import warnings
@@ -46,15 +48,40 @@ DATA_LINKS = ("n_neurons", "in_shape", "mean_responses", "num_classes")
 RUNS_DIR = "runs"
 
 
+def _classes(package, base: type) -> list[str]:
+    return sorted(n for n in package.__all__
+                  if isinstance(getattr(package, n), type) and issubclass(getattr(package, n), base))
+
+
 def known_classes() -> str:
-    models = [n for n in zoo.models.__all__ if isinstance(getattr(zoo.models, n), type)]
-    data = [n for n in zoo.data.__all__
-            if isinstance(getattr(zoo.data, n), type) and issubclass(getattr(zoo.data, n), pl.LightningDataModule)]
-    return f"Known models: {', '.join(sorted(models))}. Known data modules: {', '.join(sorted(data))}."
+    return (f"Known models: {', '.join(_classes(zoo.models, pl.LightningModule))}. "
+            f"Known data modules: {', '.join(_classes(zoo.data, pl.LightningDataModule))}.")
+
+
+def unknown_class(message: str) -> str | None:
+    """For jsonargparse's error on ``--model X`` / ``--data X`` naming no class: one line with the closest names."""
+    key = re.search(r'Parser key "(model|data)"', message)
+    given = re.search(r"Given value: ([\w.]+)\s*$", message, re.MULTILINE)
+    if not key or not given:
+        return None
+    kind, value = key.group(1), given.group(1)
+    known = _classes(zoo.models, pl.LightningModule) if kind == "model" else _classes(zoo.data, pl.LightningDataModule)
+    if value.rpartition(".")[2] in known:
+        return None  # a known class: the error is about something else
+    by_lower = {name.lower(): name for name in known}
+    close = [by_lower[n] for n in difflib.get_close_matches(value.rpartition(".")[2].lower(), by_lower, n=3,
+                                                             cutoff=0.5)]
+    what = "model" if kind == "model" else "data module"
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return f"no {what} named {value!r}.{hint} Known {what}s: {', '.join(known)}."
 
 
 class BiovizArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
+        line = unknown_class(message)
+        if line is not None and getattr(self, "exit_on_error", True):
+            sys.stderr.write(f"bioviz: error: {line}\n")
+            self.exit(2)
         if "import path" in message or "class_path" in message or "subclass" in message:
             message = f"{message}\n{known_classes()}"
         super().error(message, ex)
@@ -434,8 +461,29 @@ def reproduce(entry, out: str | None, data_root: str | None, overrides: list[str
     return folder, measured, time.time() - start
 
 
+COMMANDS = {
+    "fit": "train a model: bioviz fit -c CONFIG (--ckpt_path last resumes)",
+    "validate": "evaluate a checkpoint on the validation set",
+    "test": "evaluate a checkpoint on the test set: bioviz test -c CONFIG --ckpt_path best",
+    "predict": "write a model's predictions on the test images",
+    "zoo": "pretrained models by name: list, info, test, reproduce, pull, verify, add, export",
+    **{name: f"write {what}" for name, (_, _, what) in SIMULATIONS.items()},
+}
+
+
+def print_commands() -> None:
+    print("usage: bioviz COMMAND [options]\n\nTrain, test and load biologically constrained models of vision.\n\n"
+          "commands:")
+    for name, text in COMMANDS.items():
+        print(f"  {name:18s} {text}")
+    print("\n`bioviz COMMAND --help` shows a command's options; fit, validate, test and predict are LightningCLI's.")
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print_commands()
+        sys.exit(0 if argv else 2)
     try:
         if argv[:1] and argv[0] in SIMULATIONS:
             simulate_command(argv[0], argv[1:])
