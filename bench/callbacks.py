@@ -11,6 +11,12 @@ whose share of a median epoch is the cost that remains measurable when other job
 wall times noisy.
 
     python bench/callbacks.py [--epochs 3] [--rounds 3] [--config configs/quickstart.yaml]
+
+``--defaults`` measures instead what ``bioviz fit`` logs by default for each paper model (``Task.picture_callbacks``,
+once an epoch): each callback's time per call beside the time of the training steps of one epoch of the model's
+config (batch size and steps per epoch as configured; a median training step on random inputs of the config's shape).
+
+    python bench/callbacks.py --defaults
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bioviz.callbacks import FilterLogger, ReadoutMaskLogger, TuningLogger  # noqa: E402
 from zoo.cli import BiovizCLI  # noqa: E402
+from zoo.models import CNNV1, RegularConvNet, RetinaVVS, RotEquiV1, SpatialDenseNet  # noqa: E402
 
 
 def timed(callback, spent: dict[str, list[float]]):
@@ -76,12 +83,82 @@ def run(config: Path, epochs: int, workdir: Path, with_callbacks: bool, spent: d
     return (time.perf_counter() - start) / epochs
 
 
+# (model, its config's input shape and batch size, training steps per epoch in that config)
+PAPER_MODELS = {
+    "CNNV1 (quickstart)": (lambda: CNNV1(n_neurons=100, in_shape=[1, 32, 32], filter_size=[9, 5, 5],
+                                         num_filters=[16, 16, 16]), (1, 32, 32), 64, 63),
+    "RotEquiV1 16x8 (science population)": (lambda: RotEquiV1(n_neurons=1000, in_shape=[1, 24, 24]), (1, 24, 24),
+                                             32, 32),
+    "SpatialDenseNet (CIFAR-10)": (lambda: SpatialDenseNet(in_shape=[3, 32, 32], num_classes=10), (3, 32, 32), 64,
+                                   704),
+    "RegularConvNet (CIFAR-10)": (lambda: RegularConvNet(in_shape=[3, 32, 32], num_classes=10), (3, 32, 32), 64, 704),
+    "RetinaVVS n_bn 1 / d_vvs 2 (CIFAR-10)": (lambda: RetinaVVS(n_bn=1, d_vvs=2), (1, 32, 32), 64, 704),
+}
+
+
+def median_seconds(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class _Writer:  # stands in for TensorBoard's SummaryWriter: the pictures are made, not written
+    def add_image(self, *args, **kwargs):
+        pass
+
+    add_scalar = add_histogram = add_image
+
+
+def picture_cost(model, shape, batch: int) -> tuple[list[str], float, float]:
+    """Names of the model's default picture callbacks, seconds they take together at an epoch end, and seconds of
+    a median training step at ``batch`` (forward, backward and an Adam step on random inputs)."""
+    images = torch.randn(batch, *shape)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def step():
+        optimizer.zero_grad()
+        model(images).float().square().mean().backward()
+        optimizer.step()
+
+    callbacks = model.picture_callbacks()
+    for callback in callbacks:
+        callback.setup(None, model, "fit")
+        if getattr(callback, "shape", "unset") is None:  # ReceptiveFieldLogger reads it from a training batch
+            callback.shape = shape
+
+    def pictures():
+        with torch.no_grad():
+            for callback in callbacks:
+                callback.log_pictures(_Writer(), model, 0)
+
+    return [type(c).__name__ for c in callbacks], median_seconds(pictures), median_seconds(step)
+
+
+def default_pictures() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| model | default picture callbacks | time per epoch end | training steps of an epoch | share |")
+    print("|---|---|---|---|---|")
+    for name, (build, shape, batch, steps) in PAPER_MODELS.items():
+        names, spent, step = picture_cost(build(), shape, batch)
+        epoch = step * steps
+        print(f"| {name} | {', '.join(names)} | {1000 * spent:.1f} ms | {epoch:.1f} s ({steps} steps) | "
+              f"{100 * spent / epoch:.3f} % |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "quickstart.yaml")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--defaults", action="store_true", help="the default pictures of each paper model instead")
     args = parser.parse_args()
+    if args.defaults:
+        default_pictures()
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {args.config.name}; "
           f"{args.epochs} epochs per fit, {args.rounds} rounds")
     without, with_, spent = [], [], defaultdict(list)

@@ -206,7 +206,7 @@ def test_predict_writes_predictions_in_data_order(in_tmp):
     base = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS, *FAST]
     main(["fit", *base])
     main(["predict", *base, "--ckpt_path=best"])
-    predictions = torch.load(next(in_tmp.glob("runs/lightning_logs/version_1/predictions.pt")))
+    predictions = torch.load(in_tmp / "runs/lightning_logs/version_0/predictions.pt")  # in the fitted run's folder
     model = CNNV1.load_from_checkpoint(next(in_tmp.glob("runs/lightning_logs/version_0/checkpoints/best.ckpt")))
     images = SyntheticV1DataModule(**TINY_SIM).tensors["images_test"]
     with torch.no_grad():
@@ -283,3 +283,27 @@ def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(in_tmp, capsys)
     out = capsys.readouterr()
     assert exit_info.value.code == 2 and "this ran" not in out.out
     assert out.err.count("\n") == 1 and "could not be loaded without running the code it names" in out.err
+
+
+def test_tensorboard_shows_pictures_and_test_metrics_in_the_training_run(in_tmp):
+    """A plain fit logs the model's pictures; test after it logs into the same run folder, whose config.yaml stays the
+    training config; no placeholder hp_metric."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS,
+            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", *base])
+    main(["test", *base, "--ckpt_path=best"])
+    run = in_tmp / "runs/lightning_logs/version_0"
+    assert sorted(p.name for p in (in_tmp / "runs/lightning_logs").iterdir()) == ["version_0"]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"filters", "readout/mask"} <= set(events.Tags()["images"])
+    assert {"val/corr", "test/corr"} <= set(events.Tags()["scalars"])
+    assert "hp_metric" not in events.Tags()["scalars"]
+    assert "best.ckpt" not in (run / "config.yaml").read_text()  # the training config, kept
+    assert "best.ckpt" in (run / "config_test.yaml").read_text()
+    main(["fit", *base, "--pictures=false", "--trainer.logger.init_args.name=plain"])
+    plain = EventAccumulator(str(in_tmp / "runs/plain/version_0"))
+    plain.Reload()
+    assert plain.Tags()["images"] == []

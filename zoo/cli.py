@@ -102,6 +102,18 @@ def _checkpoint_dirs(trainer_config: Namespace) -> Path:
     return root / "lightning_logs" / "*" / "checkpoints"
 
 
+def _log_into_run_of(checkpoint: Path, config: Namespace) -> None:
+    """Let the logger write into the run folder of ``checkpoint`` (``<save_dir>/<name>/version_N/checkpoints/X.ckpt``)
+    unless a version was given."""
+    logger = config.trainer.get("logger")
+    run = checkpoint.resolve().parent.parent
+    if (isinstance(logger, Namespace) and "init_args" in logger and logger.init_args.get("version") is None
+            and checkpoint.resolve().parent.name == "checkpoints" and run.name.startswith("version_")
+            and run.parent == Path(logger.init_args.get("save_dir") or ".").resolve()
+            / (logger.init_args.get("name") or "lightning_logs")):
+        logger.init_args.version = run.name
+
+
 def _unsaved_run(trainer_config: Namespace) -> Path | None:
     """The newest ``version_N`` folder of this config's logger if it holds no checkpoint (its run died first)."""
     pattern = _checkpoint_dirs(trainer_config)
@@ -197,6 +209,18 @@ class BiovizCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_LINKS:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_argument("--pictures", type=bool, default=True,
+                            help="log the model's pictures to TensorBoard while it trains (its picture_callbacks: "
+                                 "filters, readout masks, receptive fields) unless bioviz.callbacks are configured")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.get("logger")
+        if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
+            logger.init_args.default_hp_metric = False  # no placeholder hp_metric point at -1
+        # validate/test/predict log into the folder of the run they evaluate; keep that run's config.yaml
+        if self.subcommand not in (None, "fit"):
+            self.save_config_kwargs["config_filename"] = f"config_{self.subcommand}.yaml"
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -205,18 +229,17 @@ class BiovizCLI(LightningCLI):
             return
         config = self.config[subcommand]
         which = config.get("ckpt_path")
+        found = find_checkpoint(config.trainer, which) if which in ("best", "last") else None
         if which not in ("best", "last"):
+            if which is not None and subcommand != "fit":
+                _log_into_run_of(Path(which), config)
             return
-        found = find_checkpoint(config.trainer, which)
         if found is not None:
             print(f"using {which} checkpoint {found}", file=sys.stderr)
             config.ckpt_path = str(found)
-            logger = config.trainer.get("logger")
-            if subcommand == "fit" and isinstance(logger, Namespace) and "init_args" in logger:
-                # Resume in the run's own folder: its checkpoint callback state (best so far) reloads, and
-                # TensorBoard shows one continuing run.
-                if logger.init_args.get("version") is None:
-                    logger.init_args.version = found.parent.parent.name
+            # fit resumes in the run's own folder (its checkpoint callback state reloads and TensorBoard shows one
+            # continuing run); validate, test and predict log there, beside the training curves
+            _log_into_run_of(found, config)
         elif subcommand == "fit" and which == "last":
             config.ckpt_path = None
             logger = config.trainer.get("logger")
@@ -254,6 +277,9 @@ class BiovizCLI(LightningCLI):
             callbacks.append(LearningRateMonitor())
         if self.subcommand == "fit" and not any(isinstance(c, StepSeed) for c in callbacks):
             callbacks.append(StepSeed())
+        if (self.subcommand == "fit" and self._get(self.config_init, "pictures", default=True) and config.get("logger")
+                and not any(type(c).__module__ == "bioviz.callbacks" for c in callbacks)):
+            callbacks += self.model.picture_callbacks() if hasattr(self.model, "picture_callbacks") else []
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})

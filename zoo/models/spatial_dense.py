@@ -92,6 +92,7 @@ class _SeedPlanClassifier(ClassificationTask):
         self.save_hyperparameters()
         self.net = seed_plan_network(in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout,
                                      dropout2d, self.locally_connected, shared_bias)
+        self.rf_layers = {"layer1": "net.0.0"}  # gradient receptive fields that bioviz fit logs to TensorBoard
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)

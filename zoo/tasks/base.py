@@ -51,6 +51,29 @@ class Task(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
+    def picture_callbacks(self) -> list[pl.Callback]:
+        """The TensorBoard pictures ``bioviz fit`` logs while this model trains (``--pictures false`` turns them off;
+        configuring any ``bioviz.callbacks`` replaces them): the first convolution's filters, a factorised readout's
+        spatial masks, and the receptive fields of the layers named in ``rf_layers``. Each costs milliseconds once
+        an epoch (BENCHMARKS.md, "Cost of the TensorBoard picture callbacks")."""
+        from bioviz.callbacks import FilterLogger, ReadoutMaskLogger, ReceptiveFieldLogger
+        from bioviz.hooks import first_conv
+
+        callbacks = []
+        try:
+            name, conv = first_conv(self)
+        except LookupError:  # no convolution (locally connected layers, LISSOM's sheets)
+            name = None
+        if name is not None:
+            channels = conv.weight.shape[1]
+            callbacks.append(FilterLogger(name, channel=None if channels in (1, 3) else 0))
+        mask = getattr(getattr(self, "readout", None), "mask", None)
+        if isinstance(mask, torch.Tensor) and mask.ndim == 3:
+            callbacks.append(ReadoutMaskLogger())
+        if getattr(self, "rf_layers", None):
+            callbacks.append(ReceptiveFieldLogger())
+        return callbacks
+
 
 def _plain(value):
     if isinstance(value, torch.Tensor):
