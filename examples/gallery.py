@@ -134,10 +134,14 @@ def main() -> None:
         fig = Figure(figsize=(8, 3.4), layout="constrained")
         left, right = fig.subplots(1, 2)
         complex_ = truth["true_complex"]
+        # orientation is periodic in 180 degrees: show each preference as the equivalent angle nearest the truth,
+        # so that a neuron at (0, 178) appears at (0, -2), on the diagonal, not as an error of 178 degrees
+        shown = true + (tuning.preferred - true + 90) % 180 - 90
         for sel, label, marker in ((~complex_, "simple", "o"), (complex_, "complex", "^")):
-            left.scatter(true[sel], tuning.preferred[sel], s=14, marker=marker, label=label)
+            left.scatter(true[sel], shown[sel], s=14, marker=marker, label=label)
         left.plot([0, 180], [0, 180], "k:", linewidth=1)
-        left.set(xlabel="true orientation (deg)", ylabel="in-silico preferred (deg)", xlim=(-5, 185), ylim=(-5, 185),
+        left.set(xlabel="true orientation (deg)", ylabel="in-silico preferred (deg, mod 180)",
+                 xlim=(-5, 185), ylim=(min(-5, float(shown.min()) - 5), max(185, float(shown.max()) + 5)),
                  title=f"median error {float(err.median()):.1f}°")
         left.legend(fontsize=8)
         right.hist(tuning.osi.numpy(), bins=20, range=(0, 1), color="0.4")
