@@ -300,6 +300,8 @@ def test_tensorboard_shows_pictures_and_test_metrics_in_the_training_run(in_tmp)
     events.Reload()
     assert {"filters", "readout/mask"} <= set(events.Tags()["images"])
     assert {"val/corr", "test/corr"} <= set(events.Tags()["scalars"])
+    last_validation = events.Scalars("val/corr")[-1].step
+    assert [e.step for e in events.Scalars("test/corr")] == [last_validation]  # at the tested checkpoint's step
     assert "hp_metric" not in events.Tags()["scalars"]
     assert "best.ckpt" not in (run / "config.yaml").read_text()  # the training config, kept
     assert "best.ckpt" in (run / "config_test.yaml").read_text()

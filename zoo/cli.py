@@ -256,6 +256,18 @@ class BiovizCLI(LightningCLI):
                 f"Train first with `bioviz fit` using the same config, or give the checkpoint's path."
             )
 
+    def _log_at_checkpoint_step(self) -> None:
+        """Evaluation metrics are logged at the step of the checkpoint they evaluate, so that in TensorBoard
+        ``test/corr`` sits at the end of the training curves rather than at step 0. (Lightning logs at
+        ``fit_loop.epoch_loop._batches_that_stepped``, which an evaluation does not restore; a test checks this.)"""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+            if isinstance(step, int) and step > 0:  # a validation during fit logs at global_step - 1
+                self.trainer.fit_loop.epoch_loop._batches_that_stepped = step - 1
+
+    before_validate = before_test = _log_at_checkpoint_step
+
     def after_test(self) -> None:
         summary = getattr(self.model, "test_summary", None)
         if summary and self.trainer.is_global_zero:

@@ -46,7 +46,7 @@ REQUIRED_KEYS = tuple(f"{kind}_{split}" for split in SPLITS for kind in ("images
 def load_response_file(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a neural-response ``.npz``; raises before returning anything if the file is invalid."""
     arrays = read_npz(path, f"neural-response file at {path}. Give the path of an .npz in the Ecker layout "
-                      f"(README: 'Your own data'), or write a simulated one with: bioviz simulate-v1 {path}")
+                      f"(docs/data.md: 'Your own data'), or write a simulated one with: bioviz simulate-v1 {path}")
     validate_response_arrays(arrays, source=str(path))
     return arrays
 
@@ -87,7 +87,7 @@ def validate_response_arrays(arrays: dict[str, np.ndarray], source: str = "the d
         problems.append("responses_test has no repeats")
     if problems:
         raise DataFileError(f"{source} is not a valid neural-response file:\n  - " + "\n  - ".join(problems)
-                            + "\nThe layout is described in the README section 'Your own data'.")
+                            + "\nThe layout is described in docs/data.md, 'Your own data'.")
 
 
 def normalise_responses(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
