@@ -261,10 +261,14 @@ class BiovizCLI(LightningCLI):
         ``test/corr`` sits at the end of the training curves rather than at step 0. (Lightning logs at
         ``fit_loop.epoch_loop._batches_that_stepped``, which an evaluation does not restore; a test checks this.)"""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path and Path(ckpt_path).is_file():
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        try:
             step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-            if isinstance(step, int) and step > 0:  # a validation during fit logs at global_step - 1
-                self.trainer.fit_loop.epoch_loop._batches_that_stepped = step - 1
+        except Exception:  # noqa: BLE001 - not a checkpoint Lightning can read: it says so when it loads it
+            return
+        if isinstance(step, int) and step > 0:  # a validation during fit logs at global_step - 1
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = step - 1
 
     before_validate = before_test = _log_at_checkpoint_step
 
