@@ -11,13 +11,24 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
+from zoo import registry
 from zoo.cli import default_checkpoints, main
 from zoo.data import SyntheticV1DataModule, load_response_file, write_simulated_stringer
 from zoo.models import CNNV1
 
 from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz, use_tiny_cifar, write_image_folder
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+def stacked(path: Path) -> bool:
+    """A config that names no model is a delta, stacked on another (``-c base.yaml -c delta.yaml``)."""
+    return "class_path" not in (yaml.safe_load(path.read_text()).get("model") or {})
+
+
+CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not stacked(c))
+DELTAS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if stacked(c))
+# Every stack of configs a zoo recipe uses: each runs on tiny data as the single configs do.
+STACKS = sorted({registry.model_info(n).recipe.configs for n in registry.list_models()
+                 if len(registry.model_info(n).recipe.configs) > 1})
 # The 32 rotation-equivariant V1 configs differ mostly in numbers: a few kinds run in the fast suite, all with -m slow.
 ROTEQUI_FAST = {"fig2_n08.yaml", "table1_cnn_32.yaml", "transfer_simulated.yaml"}
 FAST_CONFIGS = [c for c in CONFIGS if c.parent.name != "rotequi_v1" or c.name in ROTEQUI_FAST]
@@ -85,9 +96,9 @@ def test_there_are_configs():
     assert REPO / "configs" / "quickstart.yaml" in CONFIGS
 
 
-def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    args = ["-c", str(config), *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config),
-            *FAST]
+def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch, deltas=()):
+    stack = [a for path in (config, *deltas) for a in ("-c", str(path))]
+    args = [*stack, *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config), *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}
@@ -103,6 +114,18 @@ def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monk
 @pytest.mark.parametrize("config", SLOW_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_every_other_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
     fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
+
+
+def test_every_delta_config_is_stacked_by_a_zoo_recipe():
+    used = {REPO / path for stack in STACKS for path in stack[1:]}
+    assert set(DELTAS) <= used, "a delta config that no recipe stacks: test it in a stack here"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", STACKS, ids=lambda s: " + ".join(Path(p).stem for p in s))
+def test_every_stack_of_a_zoo_recipe_fits_and_tests_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch):
+    base, *deltas = [REPO / path for path in stack]
+    fit_and_test_on_tiny_data(base, in_tmp, tiny_npz, monkeypatch, deltas)
 
 
 def test_print_config_shows_linked_model_and_data(in_tmp, capsys):
