@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.locally_connected import time_step  # noqa: E402  (median seconds of a call, after a warm-up)
 from bioviz.callbacks import FilterLogger, ReadoutMaskLogger, TuningLogger  # noqa: E402
 from zoo.cli import BiovizCLI  # noqa: E402
 from zoo.models import CNNV1, RegularConvNet, RetinaVVS, RotEquiV1, SpatialDenseNet  # noqa: E402
@@ -96,16 +97,6 @@ PAPER_MODELS = {
 }
 
 
-def median_seconds(fn, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 class _Writer:  # stands in for TensorBoard's SummaryWriter: the pictures are made, not written
     def add_image(self, *args, **kwargs):
         pass
@@ -135,7 +126,7 @@ def picture_cost(model, shape, batch: int) -> tuple[list[str], float, float]:
             for callback in callbacks:
                 callback.log_pictures(_Writer(), model, 0)
 
-    return [type(c).__name__ for c in callbacks], median_seconds(pictures), median_seconds(step)
+    return [type(c).__name__ for c in callbacks], time_step(pictures, 5), time_step(step, 5)
 
 
 def default_pictures() -> None:
