@@ -32,9 +32,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import zoo.data
 import zoo.models
+from zoo import registry, weights
 from zoo.callbacks import StepSeed
 from zoo.errors import DataNotFoundError, UserError
 from zoo.files import atomic_file
+from zoo.registry import zoo_classes
 
 # In-memory tensor loaders need no worker processes; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -48,14 +50,9 @@ DATA_LINKS = ("n_neurons", "in_shape", "mean_responses", "num_classes")
 RUNS_DIR = "runs"
 
 
-def _classes(package, base: type) -> list[str]:
-    return sorted(n for n in package.__all__
-                  if isinstance(getattr(package, n), type) and issubclass(getattr(package, n), base))
-
-
 def known_classes() -> str:
-    return (f"Known models: {', '.join(_classes(zoo.models, pl.LightningModule))}. "
-            f"Known data modules: {', '.join(_classes(zoo.data, pl.LightningDataModule))}.")
+    return (f"Known models: {', '.join(zoo_classes('zoo.models'))}. "
+            f"Known data modules: {', '.join(zoo_classes('zoo.data'))}.")
 
 
 def unknown_class(message: str) -> str | None:
@@ -65,7 +62,7 @@ def unknown_class(message: str) -> str | None:
     if not key or not given:
         return None
     kind, value = key.group(1), given.group(1)
-    known = _classes(zoo.models, pl.LightningModule) if kind == "model" else _classes(zoo.data, pl.LightningDataModule)
+    known = list(zoo_classes("zoo.models" if kind == "model" else "zoo.data"))
     if value.rpartition(".")[2] in known:
         return None  # a known class: the error is about something else
     by_lower = {name.lower(): name for name in known}
@@ -325,8 +322,6 @@ ZOO_TOLERANCE = 5e-4  # a re-measured metric within this of the recorded one mat
 
 def zoo_command(argv: list[str]) -> None:
     """``bioviz zoo list|info|pull|verify|add|test|reproduce|export``: the model zoo."""
-    from zoo import registry
-
     parser = argparse.ArgumentParser(prog="bioviz zoo", description="Published models by name, with weights "
                                      "verified by SHA-256.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -444,8 +439,6 @@ def print_comparison(entry, measured: dict[str, float], label: str) -> list[str]
 
 def verify_copies(names: list[str]) -> None:
     """Check the sha256 of every local copy of each entry's weights; exit 1 if any fails."""
-    from zoo import registry, weights
-
     bad = False
     for name in names:
         w = registry.model_info(name).weights

@@ -275,20 +275,25 @@ def _substitute(value, data_root: str):
     return value
 
 
-def _zoo_class(package: str, path: str) -> type:
-    """The class ``path`` names, which must be exported by ``package`` (``zoo.models`` or ``zoo.data``)."""
+def zoo_classes(package: str) -> dict[str, type]:
+    """The LightningModules ``zoo.models`` exports, or the LightningDataModules ``zoo.data`` exports, by name."""
     import importlib
 
+    module = importlib.import_module(package)
+    base = pl.LightningModule if package == "zoo.models" else pl.LightningDataModule
+    return {n: getattr(module, n) for n in sorted(module.__all__)
+            if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), base)}
+
+
+def _zoo_class(package: str, path: str) -> type:
+    """The class ``path`` names, which must be one of ``zoo_classes(package)`` (nothing else is imported)."""
     module_name, _, class_name = path.rpartition(".")
     if module_name != package:
         raise RegistryError(f"{path!r} is not a class of {package}")
-    module = importlib.import_module(package)
-    base = pl.LightningModule if package == "zoo.models" else pl.LightningDataModule
-    classes = [n for n in module.__all__
-               if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), base)]
+    classes = zoo_classes(package)
     if class_name not in classes:
-        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(sorted(classes))})")
-    return getattr(module, class_name)
+        raise RegistryError(f"{package} has no class {class_name!r} (it has {', '.join(classes)})")
+    return classes[class_name]
 
 
 def _mapping(raw: object, where: str, allowed: set[str]) -> dict:
