@@ -413,8 +413,8 @@ def load_model(name: str, pretrained: bool = True, device: str | torch.device = 
     entry = model_info(name)
     cls = entry.model_class
     if pretrained:
-        path = download_weights(name)
-        content = weights_files.read(path, entry.weights.sha256)  # hashed again: these bytes are the ones loaded
+        path, data = weights_files.fetch_bytes(name, entry.weights)  # verified: these bytes are the ones loaded
+        content = weights_files.decode(data, str(path))
         if content.model != entry.model or _comparable(content.init_args) != _comparable(entry.init_args):
             raise WeightsError(f"{path} holds {content.model} with init args {content.init_args}, but the registry "
                                f"says {entry.model} with {entry.init_args}; refusing to load a mismatched file")

@@ -40,7 +40,8 @@ from safetensors.torch import save as save_tensors
 from zoo.errors import DataFileError, DataNotFoundError, RegistryError, WeightsError
 from zoo.files import CHUNK, atomic_file, download, file_digest
 
-__all__ = ["FORMAT", "Weights", "WeightsContent", "add", "cache_dir", "decode", "encode", "fetch", "location",
+__all__ = ["FORMAT", "Weights", "WeightsContent", "add", "cache_dir", "decode", "encode", "fetch", "fetch_bytes",
+           "location",
            "packaged_dir", "read", "sha256_of", "write"]
 
 FORMAT = "bioviz-weights-2"
@@ -218,17 +219,29 @@ def _lock(path: Path):
 
 def fetch(name: str, weights: Weights) -> Path:
     """Path of a verified copy of ``name``'s weights: packaged, cached, or downloaded into the cache."""
+    return fetch_bytes(name, weights)[0]
+
+
+def _verified_bytes(path: Path, weights: Weights) -> bytes | None:
+    """The bytes of ``path`` if their sha256 is the entry's, else None: read once, so the bytes that were checked
+    are the bytes a caller parses."""
+    data = path.read_bytes()
+    return data if sha256_bytes(data) == weights.sha256 else None
+
+
+def fetch_bytes(name: str, weights: Weights) -> tuple[Path, bytes]:
+    """``fetch``, and the verified bytes of the copy it found (for loading them without reading the file again)."""
     failures = []
     packaged = packaged_dir() / weights.file
     if packaged.is_file():
-        if sha256_of(packaged) == weights.sha256:
-            return packaged
+        if (data := _verified_bytes(packaged, weights)) is not None:
+            return packaged, data
         failures.append(f"the packaged copy {packaged} fails the sha256 check (reinstall bioviz)")
     target = _cached(weights)
     with _lock(target.with_name(f".{weights.sha256}.lock")):
         if target.exists():
-            if sha256_of(target) == weights.sha256:
-                return target
+            if (data := _verified_bytes(target, weights)) is not None:
+                return target, data
             target.unlink()  # tampered or damaged: fetch it again
             failures.append(f"the cached copy {target} failed the sha256 check and was removed")
         urls = remote_urls(weights)
@@ -237,9 +250,14 @@ def fetch(name: str, weights: Weights) -> Path:
         elif urls:
             for url in urls:
                 try:
-                    return _download(url, target, weights)
+                    _download(url, target, weights)
                 except (DataNotFoundError, DataFileError, WeightsError) as err:
                     failures.append(" ".join(str(err).split()))
+                    continue
+                if (data := _verified_bytes(target, weights)) is not None:
+                    return target, data
+                target.unlink(missing_ok=True)  # changed on disk since it was verified
+                failures.append(f"{target} changed after its download was verified")
         else:
             failures.append("it is not packaged with this install and has no download URL")
     raise WeightsError(f"no verified weights for {name!r} ({weights.file}, sha256 {weights.sha256[:12]}...): "
