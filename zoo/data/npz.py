@@ -24,16 +24,13 @@ def read_npz(path: str | Path, missing: str) -> dict[str, np.ndarray]:
         raise DataNotFoundError(f"no {missing}")
     try:
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as archive:
+                return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataFileError(f"{path} holds one array (an .npy file); the data file is an .npz of named arrays: "
-                            "write it with numpy.savez(path, key=array, ...)")
-    try:
-        with loaded as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataFileError(f"{path} is not a readable .npz file ({err}); write it with numpy.savez") from err
+    raise DataFileError(f"{path} holds one array (an .npy file); the data file is an .npz of named arrays: "
+                        "write it with numpy.savez(path, key=array, ...)")
 
 
 def check_values(arrays: dict[str, np.ndarray], required: Sequence[str], optional: Sequence[str] = ()
