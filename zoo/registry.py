@@ -437,15 +437,15 @@ def load_model_and_data(source: str | Path) -> tuple[pl.LightningModule, dict | 
             raise WeightsError(f"no checkpoint at {source} (and it is no zoo name: `bioviz zoo list` shows them)")
         entry = model_info(str(source))
         return load_model(entry.name), copy.deepcopy(entry.data)
-    cls, init_args, state_dict = _read_checkpoint(path)
+    cls, init_args, ckpt = _read_checkpoint(path)
     model = cls(**init_args)
-    model.load_state_dict(state_dict)
+    model.load_state_dict(ckpt["state_dict"])
     return model.eval(), _run_data(path)
 
 
 def _read_checkpoint(path: Path) -> tuple[type[pl.LightningModule], dict, dict]:
-    """A ``bioviz fit`` checkpoint's model class (resolved within ``zoo.models`` only), init arguments and state
-    dict, read with ``weights_only=True`` (no code runs)."""
+    """A ``bioviz fit`` checkpoint's model class (resolved within ``zoo.models`` only), its init arguments and the
+    whole checkpoint, read with ``weights_only=True`` (no code runs)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - not a checkpoint, or one holding more than tensors and plain values
@@ -456,7 +456,7 @@ def _read_checkpoint(path: Path) -> tuple[type[pl.LightningModule], dict, dict]:
     if not class_path or "state_dict" not in ckpt:
         raise WeightsError(f"{path} does not name its model class or has no state dict (train it with `bioviz fit`)")
     cls = _zoo_class("zoo.models", "zoo.models." + class_path.rpartition(".")[2])  # LightningCLI may record a module
-    return cls, {k: v for k, v in hparams.items() if not k.startswith("_")}, ckpt["state_dict"]
+    return cls, {k: v for k, v in hparams.items() if not k.startswith("_")}, ckpt
 
 
 def _run_data(ckpt_path: Path) -> dict | None:
@@ -498,7 +498,8 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise WeightsError(f"no checkpoint at {ckpt_path}")
-    cls, hparams, state_dict = _read_checkpoint(ckpt_path)
+    cls, hparams, ckpt = _read_checkpoint(ckpt_path)
+    state_dict = ckpt["state_dict"]
     model_path = f"zoo.models.{cls.__name__}"
     skip = set(getattr(cls, "init_only_hparams", ()))
     init_args = {k: v for k, v in hparams.items() if k not in skip}
@@ -507,7 +508,6 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
     except (RuntimeError, TypeError, ValueError) as err:
         raise WeightsError(f"{ckpt_path}: its weights do not load into {model_path} rebuilt from its "
                            f"hyperparameters ({' '.join(str(err).split())[:300]}); nothing was written") from err
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     path = weights_files.write(folder, name, model_path, init_args, state_dict, dtype)
     data = _run_data(ckpt_path)
     in_shape = init_args.get("in_shape") or [1, 1, 1]
