@@ -332,3 +332,40 @@ def test_tensorboard_shows_pictures_and_test_metrics_in_the_training_run(in_tmp)
     plain = EventAccumulator(str(in_tmp / "runs/plain/version_0"))
     plain.Reload()
     assert plain.Tags()["images"] == []
+
+
+def one_config_per_model_class() -> list[Path]:
+    """The first config of each model class (the paper models and the grating models)."""
+    seen: dict[str, Path] = {}
+    for config in FAST_CONFIGS:
+        seen.setdefault(yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1], config)
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize("config", one_config_per_model_class(), ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_model_class_trains_in_bf16_mixed_precision(config, in_tmp, tiny_npz, monkeypatch):
+    """``--trainer.precision bf16-mixed`` (autocast to bfloat16, on CPU too) trains, validates and tests every model
+    kind; the weights and the checkpoint stay float32. Backprop models really compute in bfloat16; the Hebbian ones
+    (LISSOM) switch the autocast off and compute in float32."""
+    args = [*data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config), *FAST,
+            "--trainer.precision=bf16-mixed"]
+    dtypes = set()
+    original = torch.nn.Module.__call__
+
+    def record(module, *a, **k):
+        out = original(module, *a, **k)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", record)
+    main(["fit", "-c", str(config), *args])
+    hebbian = yaml.safe_load(config.read_text())["model"]["class_path"].endswith("Lissom")
+    assert (torch.bfloat16 in dtypes) != hebbian, dtypes
+    [last] = in_tmp.glob("runs/*/version_0/checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] >= 1
+    floats = [t for t in state["state_dict"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype in (torch.float32, torch.float64) for t in floats)
+    assert all(torch.isfinite(t).all() for t in floats)
+    main(["test", "-c", str(config), *args, "--ckpt_path=last"])

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
 
 from bioviz.plot import orientation_map_rgb
 from bioviz.tuning import orientation_map, pinwheel_density
@@ -111,7 +112,21 @@ class SelfOrganizingTask(Task):
     def weight_picture(self) -> np.ndarray | None:
         return None
 
+    def full_precision(self):
+        """A context that switches a trainer's mixed-precision autocast off (see the module docstring)."""
+        return torch.autocast(self.device.type, enabled=False)
+
+    def on_fit_start(self):
+        if str(self.trainer.precision).endswith("-mixed"):
+            rank_zero_warn(f"{type(self).__name__} settles and learns in float32; precision "
+                           f"{self.trainer.precision} does not change it (Hebbian increments are below the "
+                           f"resolution of half-precision weights)")
+
     def training_step(self, batch, batch_idx):
+        with self.full_precision():
+            self._hebbian_step(batch)
+
+    def _hebbian_step(self, batch):
         images = batch[0]
         self.check_images(images)
         optimizer = self.optimizers()
@@ -136,14 +151,16 @@ class SelfOrganizingTask(Task):
     def validation_step(self, batch, batch_idx):
         images, orientation, phase, frequency = batch
         self.check_images(images)
-        responses = self(images).flatten(1)
+        with self.full_precision():
+            responses = self(images).flatten(1)
         self._val_outputs.append((responses.float().cpu(), orientation.cpu(), phase.cpu(), frequency.cpu()))
 
     def test_step(self, batch, batch_idx):
         self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch, batch_idx):
-        return self(batch[0])
+        with self.full_precision():
+            return self(batch[0])
 
     def on_validation_epoch_end(self):
         self._log_map("val")
