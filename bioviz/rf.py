@@ -11,6 +11,9 @@
   RFs score about 1; oriented (Gabor-like) RFs score well above. ``random_rfs`` gives the paper's baseline.
 - ``isotropy``: 1 - |sum_k P(k) exp(2i phi_k)| / sum_k P(k) over the RF's power spectrum P (no DC): 1 for a
   rotation-symmetric RF, near 0 for one whose energy lies along one orientation.
+- ``center_surround``: difference-of-Gaussians fits around the unit's position: the share of what a centre alone
+  leaves unexplained that an opposite-sign surround explains (the index), and the surround's strength. With
+  ``isotropy`` it tells a centre-surround RF from a blob (no surround) and from an oriented RF (anisotropic).
 
 Images and RFs are ``[N, C, H, W]`` / ``[N, H, W]``; angles in degrees (0 = a vertical bar, as ``bioviz.stimuli``).
 """
@@ -26,8 +29,9 @@ from torch import nn
 from bioviz.hooks import get_module
 from bioviz.stimuli import bar
 
-__all__ = ["GradientRF", "Orientedness", "bar_bank", "center_crop", "gradient_rf", "isotropy", "orientedness",
-           "random_rfs", "rf_size", "support_size"]
+__all__ = ["GradientRF", "Orientedness", "bar_bank", "center_crop", "center_surround", "CenterSurround",
+           "gradient_rf",
+           "isotropy", "orientedness", "random_rfs", "rf_size", "support_size"]
 
 
 @dataclass
@@ -266,3 +270,68 @@ def isotropy(rfs: torch.Tensor) -> torch.Tensor:
     vector = torch.complex(torch.cos(2 * phi), torch.sin(2 * phi)) * weight
     return 1 - (power * vector).sum((1, 2)).abs() / total
 
+
+
+
+def _centered_gaussians(size: tuple[int, int], sigmas: torch.Tensor) -> torch.Tensor:
+    """``[len(sigmas), H * W]``: isotropic Gaussians around the middle pixel, each summing to 1."""
+    h, w = size
+    y = torch.arange(h, dtype=torch.float64).view(h, 1) - (h - 1) / 2
+    x = torch.arange(w, dtype=torch.float64).view(1, w) - (w - 1) / 2
+    r2 = (y.square() + x.square()).flatten()
+    g = torch.exp(-r2[None] / (2 * sigmas.double()[:, None].square()))
+    return g / g.sum(1, keepdim=True)
+
+
+@dataclass
+class CenterSurround:
+    """``index`` ``[N]`` in [0, 1]: the share of what a centre alone leaves unexplained that an opposite-sign
+    surround explains (0 = a blob or no surround-shaped remainder, 1 = a difference of Gaussians);
+    ``surround_strength`` ``[N]``: the fitted surround's volume over the centre's (1 = balanced, no response to
+    uniform light; 0 when no opposite-sign fit exists); ``explained`` ``[N]``: the share of the RF's energy the
+    difference-of-Gaussians fit explains (low for oriented or noisy RFs, whose index then means little)."""
+
+    index: torch.Tensor
+    surround_strength: torch.Tensor
+    explained: torch.Tensor
+
+
+def center_surround(rfs: torch.Tensor, surround_ratios: Sequence[float] = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+                    ) -> CenterSurround:
+    """How centre-surround RFs ``[N, H, W]`` are: least-squares fits around the middle pixel (the unit's position
+    after ``center_crop``) of the best single isotropic Gaussian ``a G(s_c)`` and the best difference of Gaussians
+    ``a G(s_c) - b G(s_s)`` with a surround of the opposite sign (``a b > 0``, the centre's sign kept at the middle),
+    ``s_s`` one of ``surround_ratios``
+    times ``s_c``, ``s_c`` from 0.5 px to a quarter of the RF's side, each Gaussian summing to 1. A fit's quality is
+    the share of the RF's energy it explains (a gradient RF's zero is meaningful, so no mean is subtracted). See
+    ``CenterSurround`` for what is returned; ON and OFF centres score alike. Compare with white-noise RFs
+    (``random_rfs``), and read it beside ``isotropy``: an oriented RF's remainder can be partly ring-shaped too."""
+    maps = _as_maps(rfs).double()
+    n, h, w = maps.shape
+    flat = maps.flatten(1)
+    energy = flat.square().sum(1).clamp_min(1e-30)
+    centers = torch.linspace(0.5, max(min(h, w) / 4, 0.6), 16, dtype=torch.float64)
+    g = _centered_gaussians((h, w), centers)  # [C, P]
+    single = (flat @ g.T).square().div(g.square().sum(1)).amax(1) / energy  # best centre alone: (rf . g)^2 / |g|^2
+    ratios = torch.as_tensor(surround_ratios, dtype=torch.float64)
+    s = _centered_gaussians((h, w), (centers[:, None] * ratios[None]).flatten()).view(len(centers), len(ratios), -1)
+    c = g[:, None].expand_as(s)
+    # The 2 x 2 normal equations of x G_c + y G_s for every (centre, surround) pair; the surround is b = -y.
+    cc, ss, cs = c.square().sum(-1), s.square().sum(-1), (c * s).sum(-1)  # [C, S]
+    rc, rs = torch.einsum("np,csp->ncs", flat, c), torch.einsum("np,csp->ncs", flat, s)
+    det = (cc * ss - cs.square()).clamp_min(1e-30)
+    x = (rc * ss - rs * cs) / det
+    y = (rs * cc - rc * cs) / det
+    explained = ((x * rc + y * rs) / energy[:, None, None]).flatten(1)
+    middle = (h // 2) * w + w // 2
+    # A surround of the opposite sign, and a centre that still has its own sign at the unit's position.
+    opposite = ((x * y < 0) & (x * (x * c[..., middle] + y * s[..., middle]) > 0)).flatten(1)
+    explained = torch.where(opposite, explained, torch.full_like(explained, -1.0))
+    best = explained.argmax(1)
+    rows = torch.arange(n)
+    fitted = opposite[rows, best] & (explained[rows, best] > single + 1e-6)  # a surround that adds nothing is none
+    double = torch.where(fitted, explained[rows, best], single)
+    strength = torch.where(fitted, -(y.flatten(1) / x.flatten(1))[rows, best], torch.zeros(n, dtype=torch.float64))
+    residual = (1 - single).clamp_min(0)
+    index = torch.where(residual > 1e-9, (double - single) / residual.clamp_min(1e-9), torch.zeros_like(single))
+    return CenterSurround(index.clamp(0, 1).float(), strength.float(), double.clamp(0, 1).float())

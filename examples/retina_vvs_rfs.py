@@ -5,7 +5,9 @@ For each model (a zoo name or a checkpoint), and for an untrained network of the
 the units' RF extent (17 and 25 px for 9x9 kernels), are measured with ``bioviz.rf`` as the mean over random starts
 (the untrained network has zero biases, so its gradient at the all-zero image is exactly 0). Prints a Markdown table
 of the median bar-bank orientedness index, the fraction of RFs above the 95th percentile of white-noise RFs, the
-median isotropy and the mean complexity; writes one figure per model (``rfs_<run>.png``, the index above each tile).
+median isotropy, the median centre-surround index (``bioviz.rf.center_surround``) with the fraction above white
+noise's 95th percentile and the median surround strength, and the mean complexity; writes one figure per model
+(``rfs_<run>.png``, the orientedness index above each tile).
 
     python examples/retina_vvs_rfs.py runs/retina_vvs_nbn1_d2/version_0/checkpoints/last.ckpt \\
         runs/retina_vvs_nbn32_d2/version_0/checkpoints/last.ckpt --out docs/retina_vvs
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bioviz.plot import rf_panels  # noqa: E402
-from bioviz.rf import bar_bank, center_crop, gradient_rf, isotropy, orientedness, random_rfs, rf_size  # noqa: E402
+from bioviz.rf import bar_bank, center_crop, center_surround, gradient_rf, isotropy, orientedness, random_rfs, rf_size  # noqa: E402
 from zoo.models import RetinaVVS  # noqa: E402
 from zoo.registry import load_model_and_data  # noqa: E402
 
@@ -63,13 +65,17 @@ def main() -> None:
                 size = rfs.shape[-1]
                 if size not in banks:
                     banks[size] = bar_bank(size)
-                    noise = orientedness(random_rfs(500, size), bank=banks[size]).index
-                    baseline[size] = (float(noise.median()), float(noise.quantile(0.95)))
+                    noise = random_rfs(500, size)
+                    oriented, ring = orientedness(noise, bank=banks[size]).index, center_surround(noise).index
+                    baseline[size] = (float(oriented.median()), float(oriented.quantile(0.95)),
+                                      float(ring.median()), float(ring.quantile(0.95)))
                 index = orientedness(rfs, bank=banks[size]).index
+                ring = center_surround(rfs)
                 labels[layer] = [f"{v:.1f}" for v in index]
                 rows.append((run, layer, state, len(rfs), float(index.median()),
                              float((index > baseline[size][1]).float().mean()), float(isotropy(rfs).median()),
-                             float(complexity.mean())))
+                             float(ring.index.median()), float((ring.index > baseline[size][3]).float().mean()),
+                             float(ring.surround_strength.median()), float(complexity.mean())))
             if state == "trained":
                 fig = rf_panels({f"{layer} (n_bn {hparams['n_bn']}, d_vvs {hparams['d_vvs']})": rfs
                                  for layer, (rfs, _) in measured.items()},
@@ -78,13 +84,16 @@ def main() -> None:
                 fig.savefig(args.out / f"rfs_{run}.png", dpi=80)
                 print(f"wrote {args.out / f'rfs_{run}.png'}")
 
-    print("\n| model | layer | weights | RFs | median orientedness | fraction above noise 95th pct | "
-          "median isotropy | mean complexity |")
-    print("|---|---|---|---|---|---|---|---|")
-    for run, layer, state, n, index, above, iso, complexity in rows:
-        print(f"| {run} | {layer} | {state} | {n} | {index:.2f} | {above:.2f} | {iso:.2f} | {complexity:.2f} |")
-    for size, (median, p95) in sorted(baseline.items()):
-        print(f"white-noise RFs {size} x {size}: median orientedness {median:.2f}, 95th percentile {p95:.2f}")
+    print("\n| model | layer | weights | RFs | median orientedness | oriented (above noise 95th pct) | "
+          "median isotropy | median centre-surround index | centre-surround (above noise 95th pct) | "
+          "median surround strength | mean complexity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for run, layer, state, n, index, above, iso, ring, ring_above, strength, complexity in rows:
+        print(f"| {run} | {layer} | {state} | {n} | {index:.2f} | {above:.2f} | {iso:.2f} | {ring:.2f} | "
+              f"{ring_above:.2f} | {strength:.2f} | {complexity:.2f} |")
+    for size, (median, p95, ring_median, ring_p95) in sorted(baseline.items()):
+        print(f"white-noise RFs {size} x {size}: orientedness median {median:.2f}, 95th percentile {p95:.2f}; "
+              f"centre-surround index median {ring_median:.3f}, 95th percentile {ring_p95:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """RetinaVVS (Lindsey et al. 2019) and GaussianNoise."""
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,9 +154,8 @@ def test_rf_layers_name_the_bottleneck_and_the_first_vvs_conv():
     assert set(RetinaVVS(in_shape=[1, 8, 8], n_bn=2, d_vvs=0, **TINY).rf_layers) == {"bottleneck"}
 
 
-def test_a_grid_cell_from_config_overrides_logs_its_receptive_fields(tmp_path, monkeypatch):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def fit_tiny_cell(tmp_path, monkeypatch, n_bn: int, d_vvs: int) -> Path:
+    """A small grid cell trained for one epoch by `bioviz fit` from the paper's config; returns its run folder."""
     from zoo.cli import main
 
     from conftest import REPO, write_image_folder
@@ -162,12 +163,19 @@ def test_a_grid_cell_from_config_overrides_logs_its_receptive_fields(tmp_path, m
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["bioviz"])
     root = write_image_folder(tmp_path / "images", per_class=(4, 2), size=(16, 16))
+    name = f"nbn{n_bn}_d{d_vvs}"
     main(["fit", "-c", str(REPO / "configs/retina_vvs/cifar10.yaml"), "--data=zoo.data.ImageFolderDataModule",
-          f"--data.root={root}", "--data.val_size=4", "--data.batch_size=4", "--model.init_args.n_bn=2",
-          "--model.init_args.d_vvs=0", "--model.init_args.retina_width=4", "--model.init_args.kernel_size=3",
-          "--model.init_args.dense_width=8", "--trainer.logger.init_args.name=nbn2_d0", "--trainer.max_epochs=1",
-          "--trainer.enable_progress_bar=false"])
-    run = tmp_path / "runs" / "nbn2_d0" / "version_0"
+          f"--data.root={root}", "--data.val_size=4", "--data.batch_size=4", f"--model.init_args.n_bn={n_bn}",
+          f"--model.init_args.d_vvs={d_vvs}", "--model.init_args.retina_width=4", "--model.init_args.vvs_width=4",
+          "--model.init_args.kernel_size=3", "--model.init_args.dense_width=8",
+          f"--trainer.logger.init_args.name={name}", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    return tmp_path / "runs" / name / "version_0"
+
+
+def test_a_grid_cell_from_config_overrides_logs_its_receptive_fields(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = fit_tiny_cell(tmp_path, monkeypatch, n_bn=2, d_vvs=0)
     hparams = (run / "hparams.yaml").read_text()
     assert "n_bn: 2" in hparams and "d_vvs: 0" in hparams
     events = EventAccumulator(str(run), size_guidance={"images": 0})
@@ -175,3 +183,20 @@ def test_a_grid_cell_from_config_overrides_logs_its_receptive_fields(tmp_path, m
     assert "rf/bottleneck" in events.Tags()["images"] and "rf/vvs1" not in events.Tags()["images"]
     image = events.Images("rf/bottleneck")[-1]
     assert (image.height, image.width) == (5, 2 * 5 + 1)  # 2 channels side by side, RFs 5 x 5 (two 3 x 3 convs)
+
+
+def test_the_rf_example_tables_each_layer_trained_and_untrained_against_white_noise(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    run = fit_tiny_cell(tmp_path, monkeypatch, n_bn=2, d_vvs=1)
+    out = tmp_path / "figures"
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "retina_vvs_rfs.py"),
+                           str(run / "checkpoints" / "last.ckpt"), "--out", str(out), "--starts", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "rfs_nbn2_d1.png").stat().st_size > 0
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| nbn2_d1 |")]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        ("bottleneck", "trained"), ("vvs1", "trained"), ("bottleneck", "untrained"), ("vvs1", "untrained")]
+    assert all(len(r) == 11 and r[3].strip() in ("2", "4") for r in rows)  # 2 bottleneck, 4 VVS channels
+    assert "centre-surround index median" in proc.stdout  # the white-noise baseline of each RF size

@@ -100,6 +100,26 @@ def test_isotropy_is_one_for_center_surround_and_low_for_gabors():
     assert rf.isotropy(gabor[:, None]).shape == (2,)  # [N, 1, H, W] is accepted too
 
 
+
+def test_center_surround_recovers_the_surround_of_differences_of_gaussians_and_rejects_blobs_gabors_and_noise():
+    strengths = torch.tensor([1.0, 0.5, 0.1])
+    on = stimuli.center_surround((17, 17), 1.5, 3.5, surround_strength=strengths)
+    dogs = torch.cat([on, -on])  # ON and OFF centres
+    fit = rf.center_surround(dogs)
+    assert (fit.index > 0.95).all() and (fit.explained > 0.99).all()
+    assert torch.allclose(fit.surround_strength, strengths.repeat(2), rtol=0.05)  # Gaussians sum to 1: volumes
+    blob = rf.center_surround(stimuli.gaussian((17, 17), 2.0))
+    assert float(blob.index) == 0.0 and float(blob.surround_strength) == 0.0 and float(blob.explained) > 0.999
+    gabor = rf.center_surround(stimuli.gabor((17, 17), orientation=[0.0, 45.0], frequency=0.15, sigma=3.0))
+    assert (gabor.index < 0.2).all() and (gabor.explained < 0.5).all()
+    noise = rf.center_surround(rf.random_rfs(200, 17))
+    assert float(noise.index.quantile(0.95)) < 0.05 and float(noise.explained.median()) < 0.05
+    noisy = rf.center_surround(on[0] + 0.002 * rf.random_rfs(1, 17)[0])  # RMS of the DoG is ~0.004
+    assert float(noisy.index) > 10 * float(noise.index.median())
+    assert abs(float(noisy.surround_strength) - 1.0) < 0.1
+    with pytest.raises(ValueError, match="RFs must be"):
+        rf.center_surround(torch.zeros(2, 2, 2, 5, 5))
+
 def test_bar_bank_bars_are_zero_mean_unit_norm_and_oriented():
     bank = rf.bar_bank(9, orientations=4, widths=[2.0], phases=3)
     assert bank.shape == (4, 1, 3, 9, 9)
