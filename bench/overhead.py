@@ -78,7 +78,7 @@ def bare_loop(data: SyntheticV1DataModule, model_args: dict, steps: int) -> floa
         i = (step * batch_size) % (len(images) - batch_size + 1)
         index = order[i:i + batch_size]
         pred = model(images[index])
-        loss = model.loss_fn(pred, responses[index]).mean() + model.regularizer()
+        loss = model.loss_fn(pred, responses[index]).mean() + model.penalty()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

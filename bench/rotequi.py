@@ -25,7 +25,7 @@ def step_fn(model, images, responses):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = model.loss_fn(model(images), responses).mean() + model.regularizer()
+        loss = model.loss_fn(model(images), responses).mean() + model.penalty()
         loss.backward()
         optimizer.step()
 

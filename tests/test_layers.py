@@ -5,8 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo.layers import (
+    READOUTS,
+    SpatialL1FeatureL2Readout,
     SpatialXFeatureReadout,
+    SpatialXFeatureTransferReadout,
     StackedConv2dCore,
+    build_readout,
     group_sparsity,
     inverse_softplus,
     laplace_smoothness,
@@ -76,3 +80,18 @@ def test_core_rejects_bad_settings_and_small_images():
                              rel_sparse_weight=0)
     with pytest.raises(ValueError, match=r"images of shape \[1, 5, 5\] are too small"):
         output_shape(core, [1, 5, 5])
+
+
+def test_build_readout_gives_each_readout_the_options_its_table_row_names():
+    options = dict(readout_sparsity=2.0, mask_sparsity=5.0, feature_l2=6.0, k_transfer=3)
+    joint = build_readout("joint_l1", (4, 5, 5), 6, **options)
+    assert type(joint) is SpatialXFeatureReadout and joint.sparsity == 2.0
+    separate = build_readout("l1_mask_l2_features", (4, 5, 5), 6, **options)
+    assert type(separate) is SpatialL1FeatureL2Readout and (separate.mask_sparsity, separate.feature_l2) == (5.0, 6.0)
+    transfer = build_readout("transfer", (4, 5, 5), 6, **options)
+    assert type(transfer) is SpatialXFeatureTransferReadout and (transfer.sparsity, transfer.k_transfer) == (2.0, 3)
+    assert set(READOUTS) == {"joint_l1", "l1_mask_l2_features", "transfer"}
+    with pytest.raises(ValueError, match="unknown readout 'gaussian'; choose one of"):
+        build_readout("gaussian", (4, 5, 5), 6)
+    with pytest.raises(TypeError, match="unknown readout options \\['sparsity'\\]"):
+        build_readout("joint_l1", (4, 5, 5), 6, sparsity=1.0)

@@ -216,8 +216,10 @@ def test_schedule_keeps_the_3x3_excitatory_neighbourhood():
 
 
 def test_model_checks_its_input():
-    with pytest.raises(ShapeMismatchError, match="square grey"):
+    with pytest.raises(ShapeMismatchError, match=r"Lissom needs in_shape \[1, size, size\]; got \[3, 12, 12\]"):
         Lissom(in_shape=[3, 12, 12])
+    with pytest.raises(ShapeMismatchError, match=r"Lissom needs in_shape \[1, size, size\]; got \[1, 12, 14\]"):
+        Lissom(in_shape=[1, 12, 14])
     with pytest.raises(ValueError, match="border"):
         Lissom(in_shape=[1, 12, 12], border=6)
     model = Lissom(**TINY)

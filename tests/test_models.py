@@ -1,3 +1,5 @@
+import re
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -6,7 +8,7 @@ from torch import nn
 
 from zoo.data import SyntheticV1DataModule
 from zoo.errors import ShapeMismatchError
-from zoo.models import CNNV1
+from zoo.models import CNNV1, Lissom, RetinaVVS, RotEquiV1, SpatialDenseNet, StringerConvFC, TiltCNN
 from zoo.tasks import ClassificationTask, ResponseTask
 
 from conftest import TINY_SIM
@@ -24,7 +26,7 @@ def test_cnn_v1_shapes_and_parameter_layout():
     assert model(torch.zeros(3, 1, 36, 64)).shape == (3, 7)
     assert model.readout.mask.shape == (7, 36, 64) and model.readout.features.shape == (7, 32)
     assert [c.weight.shape[-1] for c in model.core.convs] == [13, 5, 5]
-    assert model.regularizer() > 0
+    assert model.penalty() > 0
 
 
 def test_cnn_v1_rejects_images_of_another_size():
@@ -71,7 +73,7 @@ def test_checkpoint_rebuilds_model_from_hyperparameters(tmp_path):
 
 class TinyClassifier(ClassificationTask):
     def __init__(self, in_shape=(1, 4, 4), num_classes: int = 3, lr: float = 0.05):
-        super().__init__(num_classes=num_classes)
+        super().__init__(in_shape, num_classes, lr)
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, num_classes))
 
@@ -97,3 +99,17 @@ def test_classification_task_uses_cross_entropy_on_logits_and_tracks_accuracy(tm
 def test_response_task_is_abstract_about_the_network():
     assert issubclass(CNNV1, ResponseTask)
     assert ResponseTask.monitor == "val/loss" and ClassificationTask.monitor == "val/acc"
+
+
+@pytest.mark.parametrize("build, bad", [
+    (lambda s: CNNV1(n_neurons=2, in_shape=s, filter_size=[3, 3, 3], num_filters=[2, 2, 2]), [16, 16]),
+    (lambda s: RotEquiV1(n_neurons=2, in_shape=s, filter_size=[5, 3, 3], num_filters=[2, 2, 2]), [1, 16]),
+    (lambda s: RetinaVVS(in_shape=s, n_bn=1, d_vvs=0, retina_width=2, kernel_size=3, dense_width=4), [1, 8, 8, 8]),
+    (lambda s: SpatialDenseNet(in_shape=s, num_classes=10), [3, 32]),
+    (lambda s: StringerConvFC(n_neurons=3, in_shape=s), [3, 12, 16]),
+    (lambda s: TiltCNN(in_shape=s), [1, 4, 4]),
+    (lambda s: Lissom(in_shape=s), [1, 36, 30]),
+], ids=["CNNV1", "RotEquiV1", "RetinaVVS", "SpatialDenseNet", "StringerConvFC", "TiltCNN", "Lissom"])
+def test_every_model_refuses_an_input_shape_it_cannot_take_with_the_same_message(build, bad):
+    with pytest.raises(ShapeMismatchError, match=r"needs in_shape \[.*\].*; got " + re.escape(str(bad))):
+        build(bad)

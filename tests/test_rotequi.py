@@ -184,7 +184,7 @@ def test_rotequi_model_core_layout_and_parameters():
     assert features.shape == (2, 8 * 16, 20, 24)
     assert model(torch.zeros(2, 1, 20, 24)).shape == (2, 5)
     assert [c.coeffs.shape[0] for c in model.core.convs] == [91, 15, 15]
-    assert model.readout.features.shape == (5, 128) and model.regularizer() > 0
+    assert model.readout.features.shape == (5, 128) and model.penalty() > 0
     # The paper's 16 x 8 core: 91 x 16 + 2 x 15 x 128 x 16 Hermite coefficients, plus batch norm.
     assert sum(c.coeffs.numel() for c in model.core.convs) == 91 * 16 + 2 * 15 * 128 * 16
     positive = RotEquiV1(n_neurons=5, in_shape=[1, 20, 24], positive_feature_weights=True,

@@ -188,7 +188,7 @@ def test_penalties_and_loss_match_the_tutorial_by_hand():
         model.out_layer.weight.copy_(torch.linspace(-1, 1, model.out_layer.weight.numel()).reshape(3, -1))
     w = model.out_layer.weight.detach().double()
     by_hand = 5e-4 * (w**2).sum() + 1e-6 * w.abs().sum()
-    assert abs(model.regularizer().item() - by_hand.item()) < 1e-6 * by_hand.item()
+    assert abs(model.penalty().item() - by_hand.item()) < 1e-6 * by_hand.item()
     images, responses = gratings([0.0, 30.0, 60.0, 90.0], res=0.025), torch.randn(4, 3)
     loss = model.training_step((images, responses), 0)
     tutorial = nn.MSELoss()(model(images), responses) + 5e-4 * torch.square(model.out_layer.weight).sum() \
@@ -246,7 +246,7 @@ def test_bad_hyperparameters_are_refused_when_the_model_is_built():
         StringerConvFC(n_neurons=3, optimizer="lbfgs")
     with pytest.raises(ValueError, match="reference_neurons must be >= 1"):
         StringerConvFC(n_neurons=3, reference_neurons=0)
-    with pytest.raises(ValueError, match=r"in_shape must be \[1, height, width\]"):
+    with pytest.raises(ValueError, match=r"TiltCNN needs in_shape \[1, height, width\] with sides of at least 8"):
         TiltCNN(in_shape=[1, 4, 4])
     with pytest.raises(ValueError, match="validate_on must be"):
         StringerDataModule(validate_on="val")

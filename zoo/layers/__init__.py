@@ -1,6 +1,6 @@
 """nn building blocks with no Lightning in them; they need only torch."""
 
-from zoo.layers.cores import StackedConv2dCore, output_shape
+from zoo.layers.cores import StackedConv2dCore, check_in_shape, output_shape
 from zoo.layers.hermite import (
     HermiteConv2d,
     RotationEquivariantCore,
@@ -31,6 +31,7 @@ from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
 __all__ = [
     "READOUTS",
+    "check_in_shape",
     "GaussianNoise",
     "HermiteConv2d",
     "DivisiveHebbian",

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from zoo.errors import ShapeMismatchError
 from zoo.layers.regularizers import group_sparsity, laplace_smoothness
 
-__all__ = ["ACTIVATIONS", "ConvLayerStack", "StackedConv2dCore", "output_shape", "per_layer"]
+__all__ = ["ACTIVATIONS", "ConvLayerStack", "StackedConv2dCore", "check_in_shape", "output_shape", "per_layer"]
 
 ACTIVATIONS = {"soft": nn.Softplus, "relu": nn.ReLU, "elu": nn.ELU, "none": nn.Identity}
 
@@ -112,6 +113,22 @@ class StackedConv2dCore(ConvLayerStack):
             self.layers.append(nn.Sequential(conv, norm, ACTIVATIONS[act]()))
             channels = c
         self.out_channels = channels
+
+
+def check_in_shape(in_shape: Sequence[int], channels: int | None = None, square: bool = False,
+                   min_size: int = 1, what: str = "the model") -> tuple[int, int, int]:
+    """``in_shape`` as ``(channels, height, width)`` ints, or a ``ShapeMismatchError`` (a ``ValueError``) that says
+    what ``what`` needs: a given number of ``channels``, a ``square`` image, sides of at least ``min_size``."""
+    shape = tuple(int(s) for s in in_shape)
+    needs = (f"[{channels if channels is not None else 'channels'}, "
+             f"{'size, size' if square else 'height, width'}]")
+    ok = (len(shape) == 3 and (channels is None or shape[0] == channels) and (not square or shape[1] == shape[2])
+          and min(shape[1:]) >= min_size)
+    if not ok:
+        bound = f" with sides of at least {min_size}" if min_size > 1 else ""
+        raise ShapeMismatchError(f"{what} needs in_shape {needs}{bound}; got {list(shape)}. Use data of that shape "
+                                 f"(the CLI links in_shape from the data module).")
+    return shape
 
 
 def output_shape(core: nn.Module, in_shape: Sequence[int]) -> tuple[int, int, int]:

@@ -146,11 +146,12 @@ class SpatialXFeatureTransferReadout(SpatialXFeatureReadout):
         return f"{super().extra_repr()}, k_transfer={self.k_transfer}"
 
 
-# readout name (the ``readout`` hyperparameter of the response models) -> class
-READOUTS = {
-    "joint_l1": SpatialXFeatureReadout,
-    "l1_mask_l2_features": SpatialL1FeatureL2Readout,
-    "transfer": SpatialXFeatureTransferReadout,
+# readout name (the ``readout`` argument of the response models) -> its class and the options it takes, as
+# {option name in the models and build_readout: argument name of the class}
+READOUTS: dict[str, tuple[type[SpatialXFeatureReadout], dict[str, str]]] = {
+    "joint_l1": (SpatialXFeatureReadout, {"readout_sparsity": "sparsity"}),
+    "l1_mask_l2_features": (SpatialL1FeatureL2Readout, {"mask_sparsity": "mask_sparsity", "feature_l2": "feature_l2"}),
+    "transfer": (SpatialXFeatureTransferReadout, {"readout_sparsity": "sparsity", "k_transfer": "k_transfer"}),
 }
 
 
@@ -161,22 +162,17 @@ def build_readout(
     positive_feature_weights: bool = False,
     init_masks: str = "rand",
     mean_responses: Sequence[float] | None = None,
-    readout_sparsity: float = 0.0,
-    mask_sparsity: float = 0.0,
-    feature_l2: float = 0.0,
-    k_transfer: int = 2,
+    **options: float,
 ) -> SpatialXFeatureReadout:
-    """The readout named ``readout`` (a key of ``READOUTS``) with the penalty weights it uses:
-    ``readout_sparsity`` for ``joint_l1`` and ``transfer`` (which also takes ``k_transfer``), ``mask_sparsity`` and
-    ``feature_l2`` for ``l1_mask_l2_features``."""
-    common = dict(positive_feature_weights=positive_feature_weights, init_masks=init_masks,
-                  mean_responses=mean_responses)
-    if readout == "joint_l1":
-        return SpatialXFeatureReadout(in_shape, n_neurons, sparsity=readout_sparsity, **common)
-    if readout == "l1_mask_l2_features":
-        return SpatialL1FeatureL2Readout(in_shape, n_neurons, mask_sparsity=mask_sparsity, feature_l2=feature_l2,
-                                         **common)
-    if readout == "transfer":
-        return SpatialXFeatureTransferReadout(in_shape, n_neurons, sparsity=readout_sparsity, k_transfer=k_transfer,
-                                              **common)
-    raise ValueError(f"unknown readout {readout!r}; choose one of {sorted(READOUTS)}")
+    """The readout named ``readout`` (a key of ``READOUTS``). ``options`` are the penalty weights and settings of all
+    readouts (``readout_sparsity``, ``mask_sparsity``, ``feature_l2``, ``k_transfer``), so a model can pass all of
+    its arguments; each readout takes the ones its ``READOUTS`` row names (e.g. ``joint_l1`` only
+    ``readout_sparsity``)."""
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; choose one of {sorted(READOUTS)}")
+    known = {name for _, takes in READOUTS.values() for name in takes}
+    if set(options) - known:
+        raise TypeError(f"unknown readout options {sorted(set(options) - known)}; known: {sorted(known)}")
+    cls, takes = READOUTS[readout]
+    return cls(in_shape, n_neurons, positive_feature_weights=positive_feature_weights, init_masks=init_masks,
+               mean_responses=mean_responses, **{arg: options[name] for name, arg in takes.items() if name in options})

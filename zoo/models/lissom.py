@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from bioviz.plot import tile_images
-from zoo.errors import ShapeMismatchError
 from zoo.layers.lissom import DivisiveHebbian, DogLGN, LissomNetwork, LissomV1
 from zoo.tasks.selforganizing import SelfOrganizingTask
 
@@ -117,16 +116,12 @@ class Lissom(SelfOrganizingTask):
         border: int = 0,
         excitatory_radius_min: float = 1.5,
     ):
-        super().__init__()
+        super().__init__(in_shape, channels=1, square=True)
         self.save_hyperparameters()
         if excitatory_radius_min < 0:
             raise ValueError(f"excitatory_radius_min must be >= 0 (units), got {excitatory_radius_min}; 1.5 keeps "
                              f"the 3 x 3 neighbourhood as Topographica does")
-        in_shape = [int(s) for s in in_shape]
-        if len(in_shape) != 3 or in_shape[0] != 1 or in_shape[1] != in_shape[2]:
-            raise ShapeMismatchError(f"LISSOM's retina is one square grey sheet, in_shape [1, R, R]; got {in_shape}. "
-                                     f"Use square grey images (LissomDataModule makes them).")
-        retina, n = in_shape[1], int(cortex_size)
+        retina, n = self.in_shape[1], int(cortex_size)
         if not 0 <= 2 * border < retina:
             raise ValueError(f"border ({border}) must leave part of the {retina}-pixel retina for V1 to cover")
         covered = retina - 2 * border  # the LGN units under V1

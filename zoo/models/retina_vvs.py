@@ -1,6 +1,6 @@
 """Anatomical-bottleneck classifier of Lindsey, Ocko, Ganguli & Deny (ICLR 2019): a retina with a narrow output
 (the optic nerve, ``n_bn`` channels) feeding a ventral visual stream (VVS) of ``d_vvs`` convolutions, trained on
-grayscale CIFAR-10 (REFERENCE section 1).
+grayscale CIFAR-10.
 
     input -> [noise] -> retina: conv 9x9 (32) -> ReLU -> conv 9x9 (n_bn) -> ReLU -> [noise]   (the bottleneck)
           -> VVS: d_vvs x (conv 9x9 (32) -> ReLU) -> flatten -> Dense 1024 -> ReLU -> Dense 10 (logits)
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ShapeMismatchError
-from zoo.layers import GaussianNoise
+from zoo.layers import GaussianNoise, check_in_shape
 from zoo.tasks import ClassificationTask
 
 __all__ = ["RetinaVVS", "retina_vvs_network"]
@@ -43,8 +43,7 @@ def _dense(in_features: int, out_features: int) -> nn.Linear:
 def retina_vvs_network(in_shape: Sequence[int], num_classes: int, n_bn: int, d_vvs: int, retina_width: int,
                        vvs_width: int, kernel_size: int, dense_width: int) -> dict[str, nn.Sequential]:
     """The three stages as ``{"retina", "vvs", "head"}`` Sequentials (``vvs`` is empty when ``d_vvs`` is 0)."""
-    if len(in_shape) != 3:
-        raise ValueError(f"in_shape must be [channels, height, width], got {list(in_shape)}")
+    c, h, w = check_in_shape(in_shape, what="RetinaVVS")
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
     for name, value in (("n_bn", n_bn), ("retina_width", retina_width), ("vvs_width", vvs_width),
@@ -53,7 +52,6 @@ def retina_vvs_network(in_shape: Sequence[int], num_classes: int, n_bn: int, d_v
             raise ValueError(f"{name} must be >= 1, got {value}")
     if d_vvs < 0:
         raise ValueError(f"d_vvs is a number of VVS layers, >= 0; got {d_vvs}")
-    c, h, w = (int(s) for s in in_shape)
     retina = nn.Sequential(_conv(c, retina_width, kernel_size), nn.ReLU(),
                            _conv(retina_width, n_bn, kernel_size), nn.ReLU())
     vvs: list[nn.Module] = []
@@ -76,7 +74,7 @@ class RetinaVVS(ClassificationTask):
     Optional terms of the reference code, all off by default: ``input_noise`` / ``bottleneck_noise`` (SD of Gaussian
     noise added in training to the image / the retina output), ``l1_weights`` (times the sum of |w| over every
     weight matrix, not the biases) and ``l1_bottleneck`` (times the sum of |bottleneck activity| per image, averaged
-    over the batch). The penalties are added to the training loss and logged as ``train/penalty``.
+    over the batch). The penalties are added to the training loss (``penalty()``) and logged as ``train/penalty``.
 
     RMSprop with ``lr`` 1e-4 and ``rho`` 0.9 (Keras' RMSprop, which the reference code used). ``rf_layers`` names
     the conv outputs whose receptive fields bioviz's ``ReceptiveFieldLogger`` shows: the bottleneck and, when there
@@ -100,13 +98,13 @@ class RetinaVVS(ClassificationTask):
         lr: float = 1e-4,
         rho: float = 0.9,
     ):
-        super().__init__(num_classes=num_classes)
+        super().__init__(in_shape, num_classes)
         if l1_weights < 0 or l1_bottleneck < 0:
             raise ValueError(f"L1 coefficients must be >= 0, got l1_weights={l1_weights}, "
                              f"l1_bottleneck={l1_bottleneck}")
         self.save_hyperparameters()
         self.input_noise = GaussianNoise(input_noise)
-        stages = retina_vvs_network(in_shape, num_classes, n_bn, d_vvs, retina_width, vvs_width, kernel_size,
+        stages = retina_vvs_network(self.in_shape, num_classes, n_bn, d_vvs, retina_width, vvs_width, kernel_size,
                                     dense_width)
         self.retina = stages["retina"]
         self.bottleneck_noise = GaussianNoise(bottleneck_noise)
@@ -121,7 +119,7 @@ class RetinaVVS(ClassificationTask):
         return self.head(self.vvs(self.bottleneck_noise(bottleneck)))
 
     def check_images(self, images: torch.Tensor) -> None:
-        expected = int(self.hparams.in_shape[0])
+        expected = self.in_shape[0]
         if images.ndim == 4 and images.shape[1] != expected and {expected, images.shape[1]} == {1, 3}:
             if expected == 1:
                 fix = ("Convert the images to grayscale (--data.init_args.grayscale true, the paper's mean of R, G "
@@ -135,24 +133,18 @@ class RetinaVVS(ClassificationTask):
             )
         super().check_images(images)
 
-    def penalty(self) -> torch.Tensor:
-        """The optional L1 terms for the last training forward pass (0 when both are off)."""
+    def penalty(self) -> torch.Tensor | None:
+        """The optional L1 terms for the last training forward pass (None when both are off)."""
+        if self.hparams.l1_weights == 0 and self.hparams.l1_bottleneck == 0:
+            return None
         total = torch.zeros((), device=self.device)
         if self.hparams.l1_weights > 0:
             weights = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
             total = total + self.hparams.l1_weights * sum(w.abs().sum() for w in weights)
         if self.hparams.l1_bottleneck > 0 and self._bottleneck is not None:
             total = total + self.hparams.l1_bottleneck * self._bottleneck.abs().flatten(1).sum(1).mean()
-        return total
-
-    def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
-        if self.hparams.l1_weights > 0 or self.hparams.l1_bottleneck > 0:
-            penalty = self.penalty()
-            self.log("train/penalty", penalty, batch_size=len(batch[1]))
-            loss = loss + penalty
         self._bottleneck = None
-        return loss
+        return total
 
     def configure_optimizers(self):
         return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=self.hparams.rho)

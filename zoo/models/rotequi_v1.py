@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from zoo.layers import RotationEquivariantCore
-from zoo.models.cnn_v1 import CoreReadoutModel, check_in_shape
+from zoo.layers import RotationEquivariantCore, build_readout, output_shape
+from zoo.tasks import CoreReadoutModel
 
 __all__ = ["RotEquiV1"]
 
@@ -13,7 +13,7 @@ __all__ = ["RotEquiV1"]
 class RotEquiV1(CoreReadoutModel):
     """Rotation-equivariant core (``zoo.layers.RotationEquivariantCore``) -> per-neuron readout -> softplus.
 
-    Hyperparameters use the names of the paper's code (seed 001). Defaults are the model of Table 1 and Fig. 2 with
+    Hyperparameters use the names of the paper's code. Defaults are the model of Table 1 and Fig. 2 with
     16 features in every layer (3 layers, filter sizes 13, 5, 5, 16 x 8 features, upsampling 2) and its best
     penalties. ``model.core(images)`` gives the feature maps ``[B, num_rotations * num_filters[-1], H, W]`` in
     rotation-major order (channel ``r * features + f``). ``n_neurons``, ``in_shape`` and ``mean_responses`` come from
@@ -52,11 +52,10 @@ class RotEquiV1(CoreReadoutModel):
         loss: str = "poisson",
         lr: float = 0.002,
     ):
-        super().__init__(n_neurons=n_neurons, loss=loss)
+        super().__init__(in_shape, n_neurons, loss, lr)
         self.save_hyperparameters()
-        in_shape = check_in_shape(in_shape)
         self.core = RotationEquivariantCore(
-            in_channels=in_shape[0],
+            in_channels=self.in_shape[0],
             num_rotations=num_rotations,
             upsampling=upsampling,
             shared_biases=shared_biases,
@@ -71,4 +70,7 @@ class RotEquiV1(CoreReadoutModel):
             conv_smooth_weight=conv_smooth_weight,
             conv_sparse_weight=conv_sparse_weight,
         )
-        self.build_readout_from_hparams(in_shape)
+        self.readout = build_readout(readout, output_shape(self.core, self.in_shape), n_neurons,
+                                     positive_feature_weights=positive_feature_weights, init_masks=init_masks,
+                                     mean_responses=mean_responses, readout_sparsity=readout_sparsity,
+                                     mask_sparsity=mask_sparsity, feature_l2=feature_l2, k_transfer=k_transfer)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.layers import LocallyConnected2d, output_shape
+from zoo.layers import LocallyConnected2d, check_in_shape, output_shape
 from zoo.tasks import ClassificationTask
 
 __all__ = ["RegularConvNet", "SpatialDenseNet", "seed_plan_network"]
@@ -49,9 +49,7 @@ def seed_plan_network(
                          f"block, pool ({len(pool)}) one")
     if not hidden:
         raise ValueError("hidden needs at least one width")
-    if len(in_shape) != 3:
-        raise ValueError(f"in_shape must be [channels, height, width], got {list(in_shape)}")
-    c, h, w = (int(s) for s in in_shape)
+    c, h, w = check_in_shape(in_shape, what="this network")
     layers: list[nn.Module] = []
     for i, (out_c, k) in enumerate(zip(channels, kernel_sizes, strict=True)):
         out_h, out_w = h + 2 * padding - k + 1, w + 2 * padding - k + 1
@@ -88,9 +86,9 @@ class _SeedPlanClassifier(ClassificationTask):
 
     def __init__(self, in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout, dropout2d,
                  lr, shared_bias=False):
-        super().__init__(num_classes=num_classes)
+        super().__init__(in_shape, num_classes, lr)
         self.save_hyperparameters()
-        self.net = seed_plan_network(in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout,
+        self.net = seed_plan_network(self.in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout,
                                      dropout2d, self.locally_connected, shared_bias)
         self.rf_layers = {"layer1": "net.0.0"}  # gradient receptive fields that bioviz fit logs to TensorBoard
 

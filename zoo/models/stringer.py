@@ -16,12 +16,7 @@ from torch import nn
 from bioviz.stimuli import filters
 from zoo.tasks import ClassificationTask, ResponseTask
 
-__all__ = ["StringerConvFC", "TiltCNN", "mean_squared_error"]
-
-
-def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error averaged over neurons, one value per sample; its batch mean is ``nn.MSELoss()``."""
-    return ((pred - target) ** 2).mean(-1)
+__all__ = ["StringerConvFC", "TiltCNN"]
 
 
 def filter_conv(out_channels: int, kernel_size: int, init_filters: bool) -> nn.Conv2d:
@@ -85,16 +80,12 @@ class StringerConvFC(ResponseTask):
         momentum: float = 0.9,
         reference_neurons: int | None = None,
     ):
-        super().__init__(n_neurons=n_neurons, loss="mse")
+        # "mean_mse": the tutorial's nn.MSELoss averages over neurons too ("mse" sums over them).
+        super().__init__(in_shape, n_neurons, loss="mean_mse", channels=1)
         self.save_hyperparameters()
         _check_optimizer(optimizer)
-        in_shape = [int(s) for s in in_shape]
-        if len(in_shape) != 3 or in_shape[0] != 1:
-            raise ValueError(f"in_shape must be [1, height, width] (grey gratings), got {in_shape}")
-        # ResponseTask's "mse" sums over neurons; the tutorial's MSELoss averages over them too.
-        self.loss_fn = mean_squared_error
         self.conv = filter_conv(out_channels, kernel_size, init_filters)
-        self.out_layer = nn.Linear(out_channels * in_shape[1] * in_shape[2], n_neurons)
+        self.out_layer = nn.Linear(out_channels * self.in_shape[1] * self.in_shape[2], n_neurons)
         nn.init.normal_(self.out_layer.weight, std=0.01)
         if mean_responses is not None:
             if len(mean_responses) != n_neurons:
@@ -108,7 +99,7 @@ class StringerConvFC(ResponseTask):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.out_layer(self.conv(images).flatten(1))
 
-    def regularizer(self) -> torch.Tensor:
+    def penalty(self) -> torch.Tensor:
         w = self.out_layer.weight
         return self.scale * (self.hparams.l2_penalty * w.square().sum() + self.hparams.l1_penalty * w.abs().sum())
 
@@ -140,16 +131,12 @@ class TiltCNN(ClassificationTask):
         lr: float = 5e-4,
         momentum: float = 0.99,
     ):
-        super().__init__(num_classes=2)
+        super().__init__(in_shape, num_classes=2, channels=1, min_size=pool)
         self.save_hyperparameters()
         _check_optimizer(optimizer)
-        in_shape = [int(s) for s in in_shape]
-        if len(in_shape) != 3 or in_shape[0] != 1 or min(in_shape[1:]) < pool:
-            raise ValueError(f"in_shape must be [1, height, width] with height and width >= pool ({pool}), "
-                             f"got {in_shape}")
         self.conv = filter_conv(out_channels, kernel_size, init_filters)
         self.pool = nn.MaxPool2d(pool)
-        self.fc = nn.Linear(out_channels * (in_shape[1] // pool) * (in_shape[2] // pool), hidden)
+        self.fc = nn.Linear(out_channels * (self.in_shape[1] // pool) * (self.in_shape[2] // pool), hidden)
         self.out = nn.Linear(hidden, 1)
 
     def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

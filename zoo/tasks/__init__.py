@@ -2,7 +2,7 @@
 
 from zoo.tasks.base import Task
 from zoo.tasks.classification import ClassificationTask
-from zoo.tasks.response import ResponseTask
+from zoo.tasks.response import CoreReadoutModel, ResponseTask
 from zoo.tasks.selforganizing import SelfOrganizingTask
 
-__all__ = ["Task", "ClassificationTask", "ResponseTask", "SelfOrganizingTask"]
+__all__ = ["Task", "ClassificationTask", "CoreReadoutModel", "ResponseTask", "SelfOrganizingTask"]

@@ -8,13 +8,17 @@ import lightning.pytorch as pl
 import torch
 
 from zoo.errors import ShapeMismatchError
+from zoo.layers import check_in_shape
 
 
 class Task(pl.LightningModule):
     """Base LightningModule of a paper model.
 
-    Subclasses call ``save_hyperparameters()`` with plain arguments (including ``in_shape`` = [C, H, W], which
-    ``check_images`` uses, and ``lr`` for the default Adam optimiser), build their network, and implement ``forward``.
+    ``in_shape`` ([C, H, W], from the data) is checked here (``zoo.layers.check_in_shape``, with the channels, square
+    shape or minimum side a model needs) and kept as ``self.in_shape``, which ``check_images`` compares each batch
+    with. ``lr`` is the learning rate of the default optimiser (Adam); a model with its own ``configure_optimizers``
+    passes none. ``penalty()`` is the one place a model adds terms to its training loss. Subclasses call
+    ``save_hyperparameters()`` with plain arguments, build their network and implement ``forward``.
     ``monitor``/``monitor_mode`` name the metric the CLI's checkpoint callback keeps the best of.
     ``data_hparams`` are the hyperparameters that come from the data (linked by the CLI); a checkpoint whose values
     differ from the data's cannot be loaded, and ``on_load_checkpoint`` says so instead of a state-dict size error.
@@ -26,15 +30,35 @@ class Task(pl.LightningModule):
     # Hyperparameters that only initialise parameters the trained weights overwrite; a published model omits them.
     init_only_hparams: tuple[str, ...] = ()
 
+    def __init__(self, in_shape: Sequence[int], lr: float | None = None, channels: int | None = None,
+                 square: bool = False, min_size: int = 1):
+        super().__init__()
+        self.in_shape = check_in_shape(in_shape, channels, square, min_size, what=type(self).__name__)
+        self.lr = lr
+
     def check_images(self, images: torch.Tensor) -> None:
         """Raise a clear error if ``images`` do not have the shape [B, *in_shape] the model was built for."""
-        expected = tuple(self.hparams.in_shape)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.in_shape:
             raise ShapeMismatchError(
-                f"{type(self).__name__} was built for images of shape [B, {', '.join(map(str, expected))}] "
+                f"{type(self).__name__} was built for images of shape [B, {', '.join(map(str, self.in_shape))}] "
                 f"but got {list(images.shape)}. Use data with that image size (or channel count), or build the "
                 f"model for this data (the CLI links --model.init_args.in_shape from the data)."
             )
+
+    def penalty(self) -> torch.Tensor | None:
+        """The model's terms added to the training loss (weight or activity penalties), or None if it has none.
+        Logged as ``train/penalty`` beside ``train/data_loss``; ``train/loss`` is their sum."""
+        return None
+
+    def training_loss(self, data_loss: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``data_loss`` plus ``penalty()``, logged: what every task's ``training_step`` returns."""
+        penalty = self.penalty()
+        loss = data_loss if penalty is None else data_loss + penalty
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if penalty is not None:
+            self.log("train/data_loss", data_loss, batch_size=batch_size)
+            self.log("train/penalty", penalty, batch_size=batch_size)
+        return loss
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -49,7 +73,10 @@ class Task(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.lr is None:
+            raise NotImplementedError(f"{type(self).__name__} gives no lr for the default Adam optimiser and does not "
+                                      "define configure_optimizers")
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def picture_callbacks(self) -> list[pl.Callback]:
         """The TensorBoard pictures ``bioviz fit`` logs while this model trains (``--pictures false`` turns them off;

@@ -7,14 +7,17 @@ the noise-free rates ``[B, n]`` of a simulated population as a third element.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 from torchmetrics import MeanMetric
 
 from zoo.errors import ShapeMismatchError
 from zoo.metrics import PerNeuronCorrelation, RepeatOracle
 from zoo.tasks.base import Task
 
-__all__ = ["ResponseTask", "poisson_loss", "mse_loss", "LOSSES"]
+__all__ = ["CoreReadoutModel", "ResponseTask", "poisson_loss", "mse_loss", "mean_mse_loss", "LOSSES"]
 
 
 def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -30,11 +33,16 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target) ** 2).sum(-1)
 
 
-LOSSES = {"poisson": poisson_loss, "mse": mse_loss}
+def mean_mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error averaged over neurons, one value per sample; its batch mean is ``nn.MSELoss()``."""
+    return ((pred - target) ** 2).mean(-1)
+
+
+LOSSES = {"poisson": poisson_loss, "mse": mse_loss, "mean_mse": mean_mse_loss}
 
 
 class ResponseTask(Task):
-    """Base for neural-response models. Subclasses build the network and may override ``regularizer()``.
+    """Base for neural-response models. Subclasses build the network and may override ``penalty()``.
 
     Logged: ``train/loss`` (data loss + penalties), ``train/data_loss``, ``val/loss`` (data loss only, the metric the
     checkpoint keeps the best of), ``val/corr`` and ``val/corr_median`` (per-neuron Pearson r over the whole
@@ -49,8 +57,9 @@ class ResponseTask(Task):
     data_hparams = ("in_shape", "n_neurons")
     init_only_hparams = ("mean_responses",)
 
-    def __init__(self, n_neurons: int, loss: str = "poisson"):
-        super().__init__()
+    def __init__(self, in_shape: Sequence[int], n_neurons: int, loss: str = "poisson", lr: float | None = None,
+                 **shape_checks):
+        super().__init__(in_shape, lr, **shape_checks)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
         self.loss_fn = LOSSES[loss]
@@ -61,10 +70,6 @@ class ResponseTask(Task):
         self.test_oracle = RepeatOracle(n_neurons)
         self.test_oracle_true = PerNeuronCorrelation(n_neurons)
         self.test_summary: str | None = None
-
-    def regularizer(self) -> torch.Tensor:
-        """Sum of the model's penalties, added to the training loss. None by default."""
-        return torch.zeros((), device=self.device)
 
     def _predict(self, images: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
@@ -79,11 +84,7 @@ class ResponseTask(Task):
     def training_step(self, batch, batch_idx):
         images, responses = batch[0], batch[1]
         pred = self._predict(images, responses)
-        data_loss = self.loss_fn(pred, responses).mean()
-        loss = data_loss + self.regularizer()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
-        self.log("train/data_loss", data_loss, batch_size=len(images))
-        return loss
+        return self.training_loss(self.loss_fn(pred, responses).mean(), batch_size=len(images))
 
     # Metrics are reset when an epoch starts, not when it ends: states made at the end of a standalone validate()
     # would be inference-mode tensors that a later fit() could not update in place.
@@ -142,3 +143,31 @@ class ResponseTask(Task):
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0])
+
+
+class CoreReadoutModel(ResponseTask):
+    """A core (image -> feature maps, with ``penalty()``) followed by a per-neuron readout (``zoo.layers.READOUTS``):
+    what the models of Ecker et al. (2019) share; ``CNNV1`` and ``RotEquiV1`` differ only in their core.
+
+    Subclasses set ``self.core`` and ``self.readout`` (``zoo.layers.build_readout``). Loss: the data loss (Poisson by
+    default) + the core's filter penalties + the readout's penalty. With the transfer readout, the test also reports
+    ``test/corr_core_neurons`` and ``test/corr_transfer_neurons`` (neurons that trained the core, and those that
+    only read it through a stop-gradient).
+    """
+
+    core: nn.Module
+    readout: nn.Module
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.core(images))
+
+    def penalty(self) -> torch.Tensor:
+        return self.core.penalty() + self.readout.penalty()
+
+    def on_test_epoch_end(self):
+        super().on_test_epoch_end()
+        trains_core = getattr(self.readout, "trains_core", None)
+        if trains_core is not None:
+            corr = self.test_corr.compute()
+            self.log("test/corr_core_neurons", corr[trains_core].mean().float(), sync_dist=True)
+            self.log("test/corr_transfer_neurons", corr[~trains_core].mean().float(), sync_dist=True)

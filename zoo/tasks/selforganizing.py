@@ -16,12 +16,14 @@ bins over its maximum: 1 = uniform), and, on a TensorBoard logger, the orientati
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
+from bioviz.callbacks import tensorboard_writer
 from bioviz.plot import orientation_map_rgb
 from bioviz.tuning import orientation_map, pinwheel_density
 from zoo.tasks.base import Task
@@ -88,8 +90,8 @@ class SelfOrganizingTask(Task):
     monitor_mode = "max"
     sheet_shape: tuple[int, int]
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, in_shape: Sequence[int], **shape_checks):
+        super().__init__(in_shape, **shape_checks)
         self.automatic_optimization = False
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.last_map: MapMeasurement | None = None
@@ -182,8 +184,8 @@ class SelfOrganizingTask(Task):
         if result.pinwheels is not None:
             self.log(f"{stage}/pinwheel_density", result.pinwheels.density, prog_bar=True, sync_dist=True)
             self.log(f"{stage}/column_spacing", result.pinwheels.column_spacing, sync_dist=True)
-        writer = getattr(self.logger, "experiment", None) if self.logger is not None else None
-        if self.trainer.is_global_zero and hasattr(writer, "add_image"):
+        writer = tensorboard_writer(self.trainer)
+        if self.trainer.is_global_zero and writer is not None:
             step = self.global_step
             writer.add_image(f"{stage}/orientation_map", orientation_map_rgb(result.preference, result.selectivity),
                              step, dataformats="HWC")
