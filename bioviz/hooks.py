@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -134,20 +134,47 @@ def record(
             handle.remove()
 
 
-def layer_output(model: nn.Module, layer: str | None, images: torch.Tensor) -> torch.Tensor:
-    """The output of ``layer`` (``None``: the model's output) for ``images``, without gradients.
+class _Stop(Exception):
+    """Raised by ``layer_output``'s hook once the layer has run: the rest of the forward pass is not needed."""
 
-    The forward pass runs in full (a hook cannot stop it early). Raises if the layer did not run.
+
+def layer_output(
+    model: nn.Module,
+    layer: str | None,
+    images: torch.Tensor,
+    stop: bool = False,
+    no_grad: bool = True,
+) -> torch.Tensor:
+    """The output of ``layer`` (``None``: the model's output) for ``images``.
+
+    ``stop=True`` ends the forward pass as soon as ``layer`` has run (by raising from its hook), so the later layers
+    do not run: for callers that need only this layer. A layer that runs several times per forward (e.g. recurrent
+    settling steps) then gives its first call's output; without ``stop`` the pass runs in full and the last call's
+    output is returned. ``no_grad=False`` runs under the caller's gradient mode and keeps the autograd graph from
+    ``images`` to the output (e.g. to take gradients with respect to the input). Raises if the layer did not run or
+    does not return a tensor.
     """
-    with torch.no_grad():
+    with torch.no_grad() if no_grad else nullcontext():
         if layer is None:
             return model(images)
-        with record(model, layer, inputs=False) as rec:
+        module, seen = get_module(model, layer), {}
+
+        def hook(_module, _args, output):
+            seen["out"] = output
+            if stop:
+                raise _Stop
+
+        handle = module.register_forward_hook(hook)
+        try:
             model(images)
-    if layer not in rec.outputs:
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+    if "out" not in seen:
         raise RuntimeError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}; "
                            f"choose a layer the forward pass uses")
-    out = rec.outputs[layer]
+    out = seen["out"]
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"layer {layer!r} returns {type(out).__name__}, not a tensor; choose one of its submodules")
     return out

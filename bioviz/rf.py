@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bioviz.hooks import get_module
+from bioviz.hooks import layer_output
 from bioviz.stimuli import bar
 
 __all__ = ["GradientRF", "Orientedness", "bar_bank", "center_crop", "center_surround", "CenterSurround",
@@ -47,29 +47,6 @@ class GradientRF:
 
 
 DEFAULT_WIDTHS = torch.linspace(4, 16, 30)  # bar widths of the paper's bank (px)
-
-
-class _Stop(Exception):
-    """Raised by the hook once the layer has run: the rest of the network is not needed."""
-
-
-def _layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
-    module, seen = get_module(model, layer), {}
-
-    def hook(_module, _args, output):
-        seen["out"] = output
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(images)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "out" not in seen:
-        raise RuntimeError(f"layer {layer!r} did not run in the forward pass")
-    return seen["out"]
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +86,7 @@ def gradient_rf(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            probe = _layer_output(model, layer, torch.zeros(1, *shape, device=device, dtype=dtype))
+        probe = layer_output(model, layer, torch.zeros(1, *shape, device=device, dtype=dtype), stop=True)
         if probe.ndim != 4:
             raise ValueError(f"layer {layer!r} outputs shape {list(probe.shape)}; gradient RFs need a conv layer's "
                              f"[B, channels, H, W]")
@@ -128,7 +104,7 @@ def gradient_rf(
         else:
             images = torch.zeros(len(channels), *shape, dtype=dtype)
         images = images.to(device).requires_grad_(True)
-        out = _layer_output(model, layer, images)
+        out = layer_output(model, layer, images, stop=True, no_grad=False)
         unit = torch.tensor(channels, device=device).repeat(n_starts)  # image i -> channel of unit i % n_channels
         picked = out[torch.arange(len(images), device=device), unit, py, px].sum()
         # autograd.grad, not backward: the parameters' .grad (e.g. mid-training) stays untouched.

@@ -141,6 +141,7 @@ def orientation_tuning(
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size].to(device).expand(-1, channels, -1, -1)
                 try:
+                    # The full pass (no stop): a layer that runs several times per forward gives its last output.
                     out = layer_output(model, layer, batch)
                 except RuntimeError as err:
                     if "shape" not in str(err) and "size" not in str(err):

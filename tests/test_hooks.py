@@ -70,6 +70,45 @@ def test_layer_output():
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(layer_output(net, "0", x), net[0](x).detach())
     torch.testing.assert_close(layer_output(net, None, x), net(x).detach())
+    assert not layer_output(net, "0", x.requires_grad_(True)).requires_grad
+
+
+class Fails(nn.Module):
+    def forward(self, x):
+        raise AssertionError("ran after the requested layer")
+
+
+def test_layer_output_can_stop_after_the_layer_and_keep_the_graph():
+    net = small_net()
+    x = torch.randn(2, 1, 8, 8)
+    stopped = nn.Sequential(net[0], net[1], Fails())
+    torch.testing.assert_close(layer_output(stopped, "1", x, stop=True), torch.relu(net[0](x)).detach())
+    with pytest.raises(AssertionError, match="ran after"):
+        layer_output(stopped, "1", x)  # without stop the pass runs in full
+    assert all(len(m._forward_hooks) == 0 for m in stopped.modules())
+    x.requires_grad_(True)
+    out = layer_output(net, "0", x, stop=True, no_grad=False)
+    out[0, 0, 4, 4].backward()  # the conv is linear: the gradient is its filter
+    torch.testing.assert_close(x.grad[0, 0, 3:6, 3:6], net[0].weight[0, 0].detach())
+
+
+def test_layer_output_of_a_layer_run_twice_is_its_last_call_unless_stopped():
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)
+    x = torch.randn(3, 2)
+    first = torch.relu(net[0](x)).detach()
+    torch.testing.assert_close(layer_output(net, "1", x, stop=True), first)
+    torch.testing.assert_close(layer_output(net, "1", x), torch.relu(net[2](first)).detach())
+
+
+def test_layer_output_errors():
+    net = small_net()
+    with pytest.raises(KeyError, match="no layer named"):
+        layer_output(net, "9", torch.randn(1, 1, 8, 8))
+    unused = nn.Sequential(net, nn.Identity())
+    unused.forward = lambda x: net(x)  # the Identity never runs
+    with pytest.raises(RuntimeError, match="did not run"):
+        layer_output(unused, "1", torch.randn(1, 1, 8, 8))
 
 
 def test_record_without_detach_keeps_the_graph_for_gradients():
