@@ -66,8 +66,8 @@ def simulate_v1(
         return _simulate_types(g, n_neurons, (h, w), n_train, n_val, n_test, n_repeats, images, rate_scale,
                                neuron_types)
 
-    def uniform(low, high, n=n_neurons):
-        return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+    def uniform(low, high):
+        return _uniform(g, low, high, n_neurons)
 
     orientation = torch.randint(N_ORIENTATIONS, (n_neurons,), generator=g).double() * (180.0 / N_ORIENTATIONS)
     is_complex = torch.rand(n_neurons, generator=g) < complex_fraction
@@ -92,28 +92,11 @@ def simulate_v1(
     mean, sd = drive[:n_train].mean(0), drive[:n_train].std(0)
     rates = rate_scale * F.softplus(gain * (drive - mean) / sd + offset)
 
-    train, val, test = rates[:n_train], rates[n_train:n_train + n_val], rates[n_train + n_val:]
-    responses_test = torch.poisson(test.expand(n_repeats, -1, -1).contiguous(), generator=g)
-
-    def as32(t):
-        return t.numpy().astype(np.float32)
-
-    return {
-        "images_train": as32(stimuli[:n_train, 0]),
-        "responses_train": as32(torch.poisson(train, generator=g)),
-        "images_val": as32(stimuli[n_train:n_train + n_val, 0]),
-        "responses_val": as32(torch.poisson(val, generator=g)),
-        "images_test": as32(stimuli[n_train + n_val:, 0]),
-        "responses_test": as32(responses_test),
-        "rates_test": as32(test),
-        "true_orientation": as32(orientation),
-        "true_complex": is_complex.numpy(),
-        "true_position": as32(position),
-        "true_sigma": as32(sigma),
-        "true_frequency": as32(frequency),
-        "true_phase": as32(phase),
-        "true_filters": as32(even),
-    }
+    arrays = _sample(g, stimuli, rates, n_train, n_val, n_repeats, test_first=True)
+    arrays.update(true_orientation=_as32(orientation), true_complex=is_complex.numpy(), true_position=_as32(position),
+                  true_sigma=_as32(sigma), true_frequency=_as32(frequency), true_phase=_as32(phase),
+                  true_filters=_as32(even))
+    return arrays
 
 
 def _simulate_types(g, n_neurons, shape, n_train, n_val, n_test, n_repeats, images, rate_scale, n_types):
@@ -121,7 +104,7 @@ def _simulate_types(g, n_neurons, shape, n_train, n_val, n_test, n_repeats, imag
     h, w = shape
 
     def uniform(low, high, n):
-        return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+        return _uniform(g, low, high, n)
 
     # Feature types: size, frequency; subunit 2 turned by delta, offset by ~1.2 sigma, weighted +-[0.5, 1].
     sigma_t = uniform(0.8, 1.2, n_types) * min(h, w) / 12
@@ -163,20 +146,32 @@ def _simulate_types(g, n_neurons, shape, n_train, n_val, n_test, n_repeats, imag
     return arrays
 
 
+def _uniform(g: torch.Generator, low, high, n) -> torch.Tensor:
+    """``n`` (a count or a shape) float64 draws uniform in [low, high)."""
+    return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+
+
 def _as32(t: torch.Tensor) -> np.ndarray:
     return t.numpy().astype(np.float32)
 
 
-def _sample(g, stimuli, rates, n_train, n_val, n_repeats) -> dict[str, np.ndarray]:
-    """Poisson responses to the split stimuli, in the neural-response file layout."""
+def _sample(g, stimuli, rates, n_train, n_val, n_repeats, test_first: bool = False) -> dict[str, np.ndarray]:
+    """Poisson responses to the split stimuli, in the neural-response file layout. ``test_first`` draws the
+    repeated test responses before the training and validation ones (the Gabor population's order; another order
+    would change the data each seed gives)."""
     train, val, test = rates[:n_train], rates[n_train:n_train + n_val], rates[n_train + n_val:]
+    repeated = test.expand(n_repeats, -1, -1).contiguous()
+    responses_test = torch.poisson(repeated, generator=g) if test_first else None
+    responses_train, responses_val = torch.poisson(train, generator=g), torch.poisson(val, generator=g)
+    if responses_test is None:
+        responses_test = torch.poisson(repeated, generator=g)
     return {
         "images_train": _as32(stimuli[:n_train, 0]),
-        "responses_train": _as32(torch.poisson(train, generator=g)),
+        "responses_train": _as32(responses_train),
         "images_val": _as32(stimuli[n_train:n_train + n_val, 0]),
-        "responses_val": _as32(torch.poisson(val, generator=g)),
+        "responses_val": _as32(responses_val),
         "images_test": _as32(stimuli[n_train + n_val:, 0]),
-        "responses_test": _as32(torch.poisson(test.expand(n_repeats, -1, -1).contiguous(), generator=g)),
+        "responses_test": _as32(responses_test),
         "rates_test": _as32(test),
     }
 
