@@ -50,25 +50,18 @@ def gabor(
     one value per filter. Returns ``[H, W]`` when every parameter is scalar, else ``[N, H, W]``.
     ``aspect`` < 1 elongates the envelope along the stripes.
     """
-    h, w = int(shape[0]), int(shape[1])
-    centers = torch.as_tensor(center, dtype=dtype).reshape(-1, 2)
-    params = [_as_column(p, dtype) for p in (orientation, frequency, phase, sigma)]
-    n = max([p.shape[0] for p in params] + [centers.shape[0]])
-    theta, freq, phi, sig = (torch.deg2rad(params[0]), params[1], torch.deg2rad(params[2]), params[3])
-    ys = torch.arange(h, dtype=dtype).reshape(1, h, 1) - (h - 1) / 2 - centers[:, 0].reshape(-1, 1, 1)
-    xs = torch.arange(w, dtype=dtype).reshape(1, 1, w) - (w - 1) / 2 - centers[:, 1].reshape(-1, 1, 1)
-    # u runs across the stripes, v along them.
-    u = xs * torch.cos(theta) + ys * torch.sin(theta)
-    v = -xs * torch.sin(theta) + ys * torch.cos(theta)
+    u, v = _frame(shape, orientation, center, dtype)  # u runs across the stripes, v along them
+    freq, phi, sig = _as_column(frequency, dtype), torch.deg2rad(_as_column(phase, dtype)), _as_column(sigma, dtype)
     envelope = torch.exp(-(u**2 + (aspect * v) ** 2) / (2 * sig**2))
-    out = envelope * torch.cos(2 * math.pi * freq * u + phi)
-    scalar = n == 1 and all(torch.as_tensor(p).ndim == 0 for p in (orientation, frequency, phase, sigma))
+    out = envelope * torch.cos(2 * math.pi * freq * u + phi)  # [N, H, W]: every parameter broadcast
+    scalar = len(out) == 1 and all(torch.as_tensor(p).ndim == 0 for p in (orientation, frequency, phase, sigma))
     scalar = scalar and torch.as_tensor(center).ndim == 1
-    return out[0] if scalar else out.expand(n, h, w).contiguous()
+    return out[0] if scalar else out.contiguous()
 
 
 def grating(angle: float, sf: float = 1 / 28, res: float = 0.1, patch: bool = False) -> torch.Tensor:
-    """The binarised grating of the Neuromatch W1D5 tutorial (seed 002), value for value.
+    """The binarised grating of the Neuromatch W1D5 tutorial (Week 1 Day 5, Tutorial 2 of Neuromatch Academy's
+    Computational Neuroscience course; docs/sources.md), value for value.
 
     ``angle``: degrees from vertical; ``sf``: radians of phase per pixel at ``res = 1``; ``res``: scale of the
     480 x 640 image (0.1 -> 48 x 64, 0.025 -> 12 x 16); ``patch``: a circular patch on the right of a grey field.
@@ -98,7 +91,7 @@ def gratings(angles, sf: float = 1 / 28, res: float = 0.1, patch: bool = False) 
 
 
 def filters(out_channels: int = 6, K: int = 7) -> torch.Tensor:
-    """The tutorial's filter bank (seed 002), value for value: a center-surround filter, its negative, and
+    """The filter bank of the same Neuromatch tutorial, value for value: a center-surround filter, its negative, and
     ``out_channels - 2`` Gabors at orientations evenly spaced in [0, 180) degrees; each scaled to max |w| = 1 and
     then made zero-mean. Returns ``[out_channels, 1, K, K]``.
 
