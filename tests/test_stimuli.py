@@ -38,12 +38,46 @@ def test_pink_noise_has_a_one_over_f_amplitude_spectrum():
 
 
 def test_dead_leaves_are_piecewise_constant_and_seeded():
-    a = dead_leaves(3, (24, 32), n_discs=50, seed=1)
-    b = dead_leaves(3, (24, 32), n_discs=50, seed=1)
-    torch.testing.assert_close(a, b)
-    assert a.shape == (3, 1, 24, 32)
-    assert len(torch.unique(a[0])) <= 51
-    torch.testing.assert_close(a.std((1, 2, 3)), torch.ones(3), atol=1e-4, rtol=0)
+    a = dead_leaves(4, (24, 32), n_discs=50, seed=1)
+    assert a.shape == (4, 1, 24, 32)
+    torch.testing.assert_close(a, dead_leaves(4, (24, 32), n_discs=50, seed=1), rtol=0, atol=0)
+    assert (a != dead_leaves(4, (24, 32), n_discs=50, seed=2)).float().mean() > 0.5  # another seed, other images
+    torch.testing.assert_close(a.mean((1, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.std((1, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
+    for image in a[:, 0]:
+        # One grey per visible disc plus the background: a handful of values, not noise and not a constant.
+        assert 2 <= len(torch.unique(image)) <= 51
+        # Constant inside each disc: most neighbouring pixels share their grey.
+        assert (image[:, 1:] == image[:, :-1]).float().mean() > 0.6
+        assert (image[1:] == image[:-1]).float().mean() > 0.6
+
+
+def test_dead_leaves_discs_are_round_with_power_law_radii():
+    """One disc per image on a background: the disc is the value that covers fewer pixels, and its area gives its
+    radius. The radii follow the density r^-3 on ``radius_range``: many more small discs than large ones."""
+    r_min, r_max = 2.0, 8.0
+    images = dead_leaves(1000, (64, 64), n_discs=1, radius_range=(r_min, r_max), seed=0)[:, 0]
+    flat = images.flatten(1)
+    assert all(len(torch.unique(row)) == 2 for row in flat)  # a disc and the background, each one grey
+    is_min = flat == flat.amin(1, keepdim=True)
+    disc = torch.where((is_min.sum(1) < flat.shape[1] / 2)[:, None], is_min, ~is_min).view_as(images)
+    area = disc.flatten(1).sum(1).double()
+    # Round: a disc inside the image fills about pi / 4 of its bounding box (a square would fill all of it).
+    rows, cols = disc.any(2), disc.any(1)
+    height = rows.shape[1] - rows.int().flip(1).argmax(1) - rows.int().argmax(1)
+    width = cols.shape[1] - cols.int().flip(1).argmax(1) - cols.int().argmax(1)
+    inside = ~(rows[:, 0] | rows[:, -1] | cols[:, 0] | cols[:, -1])
+    fill = area[inside] / (height * width)[inside]
+    assert fill.mean() == pytest.approx(math.pi / 4, abs=0.05)
+    assert ((height - width)[inside].abs() <= 1).float().mean() > 0.9
+    # The radii's distribution: CDF (r_min^-2 - r^-2) / (r_min^-2 - r_max^-2); uniform radii or density r^-2 are
+    # off by more than 0.15 somewhere on this grid.
+    radius = (area / math.pi).sqrt()
+    grid = torch.tensor([2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0], dtype=torch.float64)
+    expected = (r_min**-2 - grid**-2) / (r_min**-2 - r_max**-2)
+    measured = (radius[None] <= grid[:, None]).double().mean(1)
+    assert (measured - expected).abs().max() < 0.08
+    assert radius[inside].min() >= r_min - 0.5 and radius.max() <= r_max + 0.5  # the border clips some discs
 
 
 def test_natural_images_by_name():
