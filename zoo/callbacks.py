@@ -111,10 +111,10 @@ class PreciseBatchNorm(pl.Callback):
 
     Why: the running statistics are an exponential average over the last ~1/momentum steps, taken with older
     weights. When the weights move fast (the paper models' Adam at lr 2e-3) they lag, and a checkpoint's eval-mode
-    predictions are mis-scaled: RotEquiV1 on the simulated population predicted 1.6x the mean rate at one
-    validation (Poisson loss 952 in eval mode, 761 with batch statistics), so the loss-monitored schedule and the
-    best checkpoint followed the lag, not the model. The checkpoints written after a validation keep the
-    recomputed statistics, so ``test`` uses them too. Training itself is unchanged (it uses batch statistics).
+    predictions are mis-scaled (RotEquiV1 on the simulated population: BENCHMARKS.md, "RotEquiV1 science check", and
+    its history in docs/notes/rotequi_science_check.md), so the loss-monitored schedule and the best checkpoint
+    follow the lag, not the model. The checkpoints written after a validation keep the recomputed statistics, so
+    ``test`` uses them too. Training itself is unchanged (it uses batch statistics).
 
     The first element of a training batch is the model input (``model(batch[0])``, moved to the model's device), as
     for every task here.

@@ -58,7 +58,8 @@ class RepeatOracle(Metric):
     """Ceiling on the correlation with repeat-averaged responses: sqrt(FEV) per neuron.
 
     ``update(responses [B, R, n])`` with R >= 2 repeats of each of the B images. With m the repeat mean,
-    FEV = (Var_images(m) - noise) / Var_images(m), noise = mean_images(Var_repeats) / R (REFERENCE section 2).
+    FEV = (Var_images(m) - noise) / Var_images(m), noise = mean_images(Var_repeats) / R, as in the evaluation of
+    Ecker et al. 2019 (docs/data.md).
     ``compute() -> [n]`` returns sqrt(max(FEV, 0)).
     """
 

@@ -1,4 +1,4 @@
-"""Rotation-equivariant convolutions built from a 2-D Hermite basis (Ecker et al. 2019, REFERENCE section 2).
+"""Rotation-equivariant convolutions built from a 2-D Hermite basis (Ecker et al. 2019; docs/models/rotequi_v1.md).
 
 Every filter is a linear combination of 2-D Hermite functions ``f_{mu,nu}(r) * exp(i mu theta)``. A function of
 angular frequency ``mu`` rotated by an angle ``a`` is the same function times ``exp(-i mu a)``, so a filter is rotated

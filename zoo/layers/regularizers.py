@@ -1,4 +1,5 @@
-"""Filter penalties of Ecker et al. 2019 (REFERENCE section 2), for weights shaped [out, in, kh, kw]."""
+"""Filter penalties of Ecker et al. 2019 (Laplacian smoothness and group sparsity; docs/models/rotequi_v1.md), for
+weights shaped [out, in, kh, kw]."""
 
 from __future__ import annotations
 
