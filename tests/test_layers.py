@@ -51,11 +51,12 @@ def test_readout_matches_explicit_formula_and_penalty():
 
 
 def test_readout_positive_features_and_bias_init():
-    readout = SpatialXFeatureReadout([2, 3, 3], 2, positive_feature_weights=True, mean_responses=[0.5, 2.0])
-    assert (readout.feature_weights() >= 0).all()
+    readout = SpatialXFeatureReadout([2, 3, 3], 2, positive_feature_weights=True)
+    assert (readout.feature_weights() >= 0).all() and torch.all(readout.bias == 0)
+    readout.initialize_bias(torch.tensor([0.5, 2.0]))
     torch.testing.assert_close(F.softplus(2 * readout.bias.detach()), torch.tensor([0.5, 2.0]))
     with pytest.raises(ValueError, match="3 values for 2 neurons"):
-        SpatialXFeatureReadout([2, 3, 3], 2, mean_responses=[1.0, 1.0, 1.0])
+        readout.initialize_bias(torch.tensor([1.0, 1.0, 1.0]))
     torch.testing.assert_close(F.softplus(inverse_softplus(torch.tensor([1e-3, 1.0, 50.0]))),
                                torch.tensor([1e-3, 1.0, 50.0]))
 

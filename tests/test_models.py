@@ -22,7 +22,7 @@ def trainer(tmp_path, **kwargs):
 
 
 def test_cnn_v1_shapes_and_parameter_layout():
-    model = CNNV1(n_neurons=7, in_shape=[1, 36, 64], mean_responses=[1.0] * 7)
+    model = CNNV1(n_neurons=7, in_shape=[1, 36, 64])
     assert model(torch.zeros(3, 1, 36, 64)).shape == (3, 7)
     assert model.readout.mask.shape == (7, 36, 64) and model.readout.features.shape == (7, 32)
     assert [c.weight.shape[-1] for c in model.core.convs] == [13, 5, 5]
@@ -47,8 +47,7 @@ def test_unknown_loss_is_refused():
 def test_training_improves_fit_and_test_reports_the_oracle(tmp_path):
     pl.seed_everything(0)
     dm = SyntheticV1DataModule(seed=2, **{**TINY_SIM, "n_train": 512, "n_neurons": 8}, batch_size=64)
-    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, mean_responses=dm.mean_responses, lr=0.01,
-                  **TINY_CNN)
+    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, lr=0.01, **TINY_CNN)
     t = trainer(tmp_path, max_epochs=8)
     before = t.validate(model, datamodule=dm, verbose=False)[0]
     t.fit(model, datamodule=dm)
@@ -113,3 +112,19 @@ def test_response_task_is_abstract_about_the_network():
 def test_every_model_refuses_an_input_shape_it_cannot_take_with_the_same_message(build, bad):
     with pytest.raises(ShapeMismatchError, match=r"needs in_shape \[.*\].*; got " + re.escape(str(bad))):
         build(bad)
+
+
+def test_a_new_model_starts_its_bias_at_the_training_means_and_a_loaded_one_keeps_its_own(tmp_path):
+    dm = SyntheticV1DataModule(seed=2, **TINY_SIM)
+    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, **TINY_CNN)
+    assert torch.all(model.readout.bias == 0)
+    trainer(tmp_path, max_steps=0).fit(model, datamodule=dm)  # setup only
+    mean = torch.tensor(dm.mean_responses)
+    torch.testing.assert_close(F.softplus(2 * model.readout.bias.detach()), mean)  # the reference code's init
+    trained = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, **TINY_CNN)
+    trained.load_state_dict({**model.state_dict(), "readout.bias": torch.full((dm.n_neurons,), 0.25)})
+    trainer(tmp_path, max_steps=0).fit(trained, datamodule=dm)  # fine-tuning a loaded model
+    assert torch.all(trained.readout.bias == 0.25)
+    wrong = CNNV1(n_neurons=dm.n_neurons + 1, in_shape=dm.in_shape, **TINY_CNN)
+    with pytest.raises(ShapeMismatchError, match="predicts 7 neurons but the data's mean responses are for 6"):
+        trainer(tmp_path, max_steps=0).fit(wrong, datamodule=dm)

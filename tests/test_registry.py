@@ -458,19 +458,20 @@ def test_hub_locations_without_huggingface_hub_say_what_to_install(published, mo
 def test_export_turns_a_checkpoint_into_a_loadable_entry(published, tmp_path, monkeypatch):
     import lightning.pytorch as pl
 
-    model = CNNV1(**TINY, mean_responses=[0.5, 1.0, 2.0])
+    model = CNNV1(**TINY)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
     trainer.strategy.connect(model)
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(ckpt)
     ckpt_state = torch.load(ckpt, weights_only=True)
     ckpt_state["hyper_parameters"]["_class_path"] = "zoo.models.CNNV1"  # as LightningCLI records it
+    ckpt_state["hyper_parameters"]["mean_responses"] = [0.5, 1.0, 2.0]  # as older versions saved it
     torch.save(ckpt_state, ckpt)
     monkeypatch.chdir(tmp_path)
     main(["zoo", "export", str(ckpt), "--name", "exported", "--metric", "test/corr=0.42", "--out", "published"])
     [file] = list((tmp_path / "published").glob("exported-*.safetensors"))
     content = weights.read(file)
-    assert "mean_responses" not in content.init_args  # it only initialises the bias the weights overwrite
+    assert "mean_responses" not in content.init_args  # a retired argument of CNNV1: dropped
     path, entry = registry.export_checkpoint(ckpt, "exported", tmp_path / "again", {"test/corr": 0.42})
     assert entry["exported"]["weights"]["sha256"] == weights.sha256_of(path) == weights.sha256_of(file)
     assert entry["exported"]["metrics"] == {"test/corr": 0.42}

@@ -179,7 +179,7 @@ def test_transfer_readout_blocks_core_gradients_of_transfer_neurons():
 
 
 def test_rotequi_model_core_layout_and_parameters():
-    model = RotEquiV1(n_neurons=5, in_shape=[1, 20, 24], mean_responses=[1.0] * 5)
+    model = RotEquiV1(n_neurons=5, in_shape=[1, 20, 24])
     features = model.core(torch.zeros(2, 1, 20, 24))
     assert features.shape == (2, 8 * 16, 20, 24)
     assert model(torch.zeros(2, 1, 20, 24)).shape == (2, 5)

@@ -174,8 +174,9 @@ def test_conv_init_equals_the_tutorial_filters_and_shapes():
     assert 0.008 < model.out_layer.weight.std().item() < 0.012  # N(0, 0.01^2), as in the tutorial
     assert model(torch.zeros(2, 1, 12, 16)).shape == (2, 7)
     means = [0.1 * k for k in range(7)]
-    with_means = StringerConvFC(n_neurons=7, in_shape=[1, 12, 16], mean_responses=means)
-    torch.testing.assert_close(with_means(torch.zeros(1, 1, 12, 16))[0], torch.tensor(means))
+    with torch.no_grad():
+        model.initialize_bias(torch.tensor(means))  # what setup does with the data's mean responses
+    torch.testing.assert_close(model(torch.zeros(1, 1, 12, 16))[0], torch.tensor(means))
     tilt = TiltCNN(in_shape=[1, 48, 64])
     torch.testing.assert_close(tilt.conv.weight.data, filters(6, 7), rtol=0, atol=0)
     assert tilt.fc.in_features == 6 * 6 * 8 and tilt.out.out_features == 1

@@ -46,7 +46,7 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 )
 
 # Data properties a model may take from its DataModule; a link applies only where both sides have the name.
-DATA_LINKS = ("n_neurons", "in_shape", "mean_responses", "num_classes")
+DATA_LINKS = ("n_neurons", "in_shape", "num_classes")
 RUNS_DIR = "runs"
 
 
@@ -252,6 +252,31 @@ class BiovizCLI(LightningCLI):
                 f"--ckpt_path {which}: no {which}.ckpt in {_checkpoint_dirs(config.trainer)}. "
                 f"Train first with `bioviz fit` using the same config, or give the checkpoint's path."
             )
+
+    def _parse_ckpt_path(self) -> None:
+        """As Lightning's: the checkpoint's hyperparameters become the model's config; but arguments that an older
+        version of the model saved and the model no longer takes (its ``retired_hparams``) are dropped, so old
+        checkpoints keep loading."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - not a checkpoint Lightning can read: it says so when it loads it
+            return
+        hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        if not hparams:
+            return
+        model = hparams
+        if class_path:
+            module, _, name = str(class_path).rpartition(".")
+            cls = getattr(sys.modules.get(module) or zoo.models, name, None)
+            retired = set(getattr(cls, "retired_hparams", ()))
+            model = {"class_path": class_path, "dict_kwargs": {k: v for k, v in hparams.items() if k not in retired}}
+        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def _log_at_checkpoint_step(self) -> None:
         """Evaluation metrics are logged at the step of the checkpoint they evaluate, so that in TensorBoard

@@ -456,7 +456,8 @@ def _read_checkpoint(path: Path) -> tuple[type[pl.LightningModule], dict, dict]:
     if not class_path or "state_dict" not in ckpt:
         raise WeightsError(f"{path} does not name its model class or has no state dict (train it with `bioviz fit`)")
     cls = _zoo_class("zoo.models", "zoo.models." + class_path.rpartition(".")[2])  # LightningCLI may record a module
-    return cls, {k: v for k, v in hparams.items() if not k.startswith("_")}, ckpt
+    retired = set(getattr(cls, "retired_hparams", ()))
+    return cls, {k: v for k, v in hparams.items() if not k.startswith("_") and k not in retired}, ckpt
 
 
 def _run_data(ckpt_path: Path) -> dict | None:
@@ -491,18 +492,15 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
                       metrics: dict[str, float] | None = None, dtype: str = "float32") -> tuple[Path, dict]:
     """Turn a Lightning checkpoint into a weights file; returns its path and a registry entry to complete.
 
-    The file holds the model class, its init arguments (minus the model's ``init_only_hparams``, which only
-    initialise parameters the weights overwrite) and the state dict in ``dtype``. The model is rebuilt from them and
-    loaded strictly before anything is written, so an entry that cannot load is never published.
+    The file holds the model class, its init arguments and the state dict in ``dtype``. The model is rebuilt from
+    them and loaded strictly before anything is written, so an entry that cannot load is never published.
     """
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise WeightsError(f"no checkpoint at {ckpt_path}")
-    cls, hparams, ckpt = _read_checkpoint(ckpt_path)
+    cls, init_args, ckpt = _read_checkpoint(ckpt_path)
     state_dict = ckpt["state_dict"]
     model_path = f"zoo.models.{cls.__name__}"
-    skip = set(getattr(cls, "init_only_hparams", ()))
-    init_args = {k: v for k, v in hparams.items() if k not in skip}
     try:
         cls(**copy.deepcopy(init_args)).load_state_dict(state_dict)
     except (RuntimeError, TypeError, ValueError) as err:

@@ -208,6 +208,15 @@ class SyntheticV1DataModule(ResponseDataModule):
 
         self.ground_truth: dict[str, np.ndarray] = {}
 
+    # Known from the arguments, so linking them into the model does not run the simulation.
+    @property
+    def n_neurons(self) -> int:
+        return int(self.simulation["n_neurons"])
+
+    @property
+    def in_shape(self) -> list[int]:
+        return [1, *self.simulation["image_shape"]]
+
     def load_arrays(self) -> dict[str, np.ndarray]:
         arrays = simulate_v1(**self.simulation)
         validate_response_arrays(arrays, source="the simulated population")

@@ -31,8 +31,8 @@ class SpatialXFeatureReadout(nn.Module):
     the full feature map and a feature vector w. ``penalty()`` is the joint sparsity
     ``sparsity * sum_n ||m_n||_1 * ||w_n||_1`` (``sparsity`` is the paper's ``readout_sparsity``).
 
-    ``positive_feature_weights`` uses |w|. ``mean_responses`` (the train mean of each neuron) initialises the bias to
-    0.5 * inverse_softplus(mean) as in the reference code; without it the bias starts at 0.
+    ``positive_feature_weights`` uses |w|. The bias starts at 0; ``initialize_bias(mean_responses)`` sets it from
+    the train mean of each neuron, as the reference code does.
     """
 
     def __init__(
@@ -41,7 +41,6 @@ class SpatialXFeatureReadout(nn.Module):
         n_neurons: int,
         positive_feature_weights: bool = False,
         init_masks: str = "rand",
-        mean_responses: Sequence[float] | None = None,
         sparsity: float = 1.0,
     ):
         super().__init__()
@@ -58,12 +57,14 @@ class SpatialXFeatureReadout(nn.Module):
         else:
             raise ValueError(f"unknown init_masks {init_masks!r}; choose 'rand' or 'uniform'")
         nn.init.trunc_normal_(self.features, std=0.01, a=-0.02, b=0.02)
-        if mean_responses is not None:
-            mean = torch.as_tensor(list(mean_responses), dtype=torch.float32)
-            if mean.shape != (n_neurons,):
-                raise ValueError(f"mean_responses has {mean.numel()} values for {n_neurons} neurons")
-            with torch.no_grad():
-                self.bias.copy_(0.5 * inverse_softplus(mean))
+
+    @torch.no_grad()
+    def initialize_bias(self, mean_responses: torch.Tensor) -> None:
+        """Bias = 0.5 * inverse_softplus(mean) of each neuron's mean training response (the reference code's)."""
+        mean = torch.as_tensor(mean_responses, dtype=self.bias.dtype, device=self.bias.device)
+        if mean.shape != self.bias.shape:
+            raise ValueError(f"mean_responses has {mean.numel()} values for {self.bias.numel()} neurons")
+        self.bias.copy_(0.5 * inverse_softplus(mean))
 
     def feature_weights(self) -> torch.Tensor:
         return self.features.abs() if self.positive_feature_weights else self.features
@@ -100,11 +101,10 @@ class SpatialL1FeatureL2Readout(SpatialXFeatureReadout):
         n_neurons: int,
         positive_feature_weights: bool = False,
         init_masks: str = "rand",
-        mean_responses: Sequence[float] | None = None,
         mask_sparsity: float = 0.0,
         feature_l2: float = 0.0,
     ):
-        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, mean_responses, sparsity=0.0)
+        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, sparsity=0.0)
         self.mask_sparsity, self.feature_l2 = mask_sparsity, feature_l2
 
     def penalty(self) -> torch.Tensor:
@@ -123,11 +123,10 @@ class SpatialXFeatureTransferReadout(SpatialXFeatureReadout):
         n_neurons: int,
         positive_feature_weights: bool = False,
         init_masks: str = "rand",
-        mean_responses: Sequence[float] | None = None,
         sparsity: float = 1.0,
         k_transfer: int = 2,
     ):
-        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, mean_responses, sparsity)
+        super().__init__(in_shape, n_neurons, positive_feature_weights, init_masks, sparsity)
         if k_transfer < 2:
             raise ValueError(f"k_transfer must be >= 2 (every k-th neuron trains the core), got {k_transfer}")
         self.k_transfer = k_transfer
@@ -161,7 +160,6 @@ def build_readout(
     n_neurons: int,
     positive_feature_weights: bool = False,
     init_masks: str = "rand",
-    mean_responses: Sequence[float] | None = None,
     **options: float,
 ) -> SpatialXFeatureReadout:
     """The readout named ``readout`` (a key of ``READOUTS``). ``options`` are the penalty weights and settings of all
@@ -175,4 +173,4 @@ def build_readout(
         raise TypeError(f"unknown readout options {sorted(set(options) - known)}; known: {sorted(known)}")
     cls, takes = READOUTS[readout]
     return cls(in_shape, n_neurons, positive_feature_weights=positive_feature_weights, init_masks=init_masks,
-               mean_responses=mean_responses, **{arg: options[name] for name, arg in takes.items() if name in options})
+               **{arg: options[name] for name, arg in takes.items() if name in options})

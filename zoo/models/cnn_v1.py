@@ -17,9 +17,10 @@ __all__ = ["CNNV1"]
 class CNNV1(CoreReadoutModel):
     """Stacked-conv core -> per-neuron spatial x feature readout -> softplus.
 
-    Defaults are the paper's 32-32-32 CNN (filter sizes 13, 5, 5; its best penalties). ``n_neurons``, ``in_shape``
-    ([C, H, W]) and ``mean_responses`` come from the data (linked by the CLI). Loss: data loss (Poisson by default)
-    + core smoothness/group-sparsity penalties + the readout's penalty. Adam at ``lr``.
+    Defaults are the paper's 32-32-32 CNN (filter sizes 13, 5, 5; its best penalties). ``n_neurons`` and
+    ``in_shape`` ([C, H, W]) come from the data (linked by the CLI); the readout's bias starts at each neuron's mean
+    training response (``ResponseTask.setup``). Loss: data loss (Poisson by default) + core smoothness/group-sparsity
+    penalties + the readout's penalty. Adam at ``lr``.
 
     ``readout``: ``joint_l1`` (the paper's, weighted by ``readout_sparsity``), ``l1_mask_l2_features`` (weighted by
     ``mask_sparsity`` and ``feature_l2``) or ``transfer`` (joint L1; only every ``k_transfer``-th neuron trains the
@@ -30,7 +31,6 @@ class CNNV1(CoreReadoutModel):
         self,
         n_neurons: int,
         in_shape: Sequence[int],
-        mean_responses: Sequence[float] | None = None,
         filter_size: Sequence[int] = (13, 5, 5),
         num_filters: Sequence[int] = (32, 32, 32),
         stride: Sequence[int] = (1, 1, 1),
@@ -66,5 +66,5 @@ class CNNV1(CoreReadoutModel):
         )
         self.readout = build_readout(readout, output_shape(self.core, self.in_shape), n_neurons,
                                      positive_feature_weights=positive_feature_weights, init_masks=init_masks,
-                                     mean_responses=mean_responses, readout_sparsity=readout_sparsity,
-                                     mask_sparsity=mask_sparsity, feature_l2=feature_l2, k_transfer=k_transfer)
+                                     readout_sparsity=readout_sparsity, mask_sparsity=mask_sparsity,
+                                     feature_l2=feature_l2, k_transfer=k_transfer)

@@ -16,8 +16,8 @@ class RotEquiV1(CoreReadoutModel):
     Hyperparameters use the names of the paper's code. Defaults are the model of Table 1 and Fig. 2 with
     16 features in every layer (3 layers, filter sizes 13, 5, 5, 16 x 8 features, upsampling 2) and its best
     penalties. ``model.core(images)`` gives the feature maps ``[B, num_rotations * num_filters[-1], H, W]`` in
-    rotation-major order (channel ``r * features + f``). ``n_neurons``, ``in_shape`` and ``mean_responses`` come from
-    the data (linked by the CLI).
+    rotation-major order (channel ``r * features + f``). ``n_neurons`` and ``in_shape`` come from the data (linked by
+    the CLI); the readout's bias starts at each neuron's mean training response (``ResponseTask.setup``).
 
     ``readout``: ``joint_l1`` (the paper's, weighted by ``readout_sparsity``; ``positive_feature_weights`` for the
     Table 1 variant), ``l1_mask_l2_features`` (the "dense L2 features" variant, weighted by ``mask_sparsity`` and
@@ -28,7 +28,6 @@ class RotEquiV1(CoreReadoutModel):
         self,
         n_neurons: int,
         in_shape: Sequence[int],
-        mean_responses: Sequence[float] | None = None,
         num_rotations: int = 8,
         upsampling: int = 2,
         shared_biases: bool = False,
@@ -72,5 +71,5 @@ class RotEquiV1(CoreReadoutModel):
         )
         self.readout = build_readout(readout, output_shape(self.core, self.in_shape), n_neurons,
                                      positive_feature_weights=positive_feature_weights, init_masks=init_masks,
-                                     mean_responses=mean_responses, readout_sparsity=readout_sparsity,
-                                     mask_sparsity=mask_sparsity, feature_l2=feature_l2, k_transfer=k_transfer)
+                                     readout_sparsity=readout_sparsity, mask_sparsity=mask_sparsity,
+                                     feature_l2=feature_l2, k_transfer=k_transfer)

@@ -52,9 +52,10 @@ class StringerConvFC(ResponseTask):
     ``l1_penalty`` * sum of absolute output weights (the output layer's weight only, not its bias or the conv).
     ``train/data_loss``, ``val/loss`` and ``test/loss`` are that MSE without the penalties. Optimiser: SGD with
     momentum, lr 2; with the full-batch data loader one epoch is one of the tutorial's iterations (it runs 200). The
-    output weights start as N(0, 0.01^2), as there. ``n_neurons``, ``in_shape`` and ``mean_responses`` come from the
-    data; given ``mean_responses``, the output bias starts at each neuron's mean training response (the tutorial
-    leaves PyTorch's default, U(-0.03, 0.03) for 1152 inputs; the responses are z-scored, so both are near 0).
+    output weights start as N(0, 0.01^2), as there. ``n_neurons`` and ``in_shape`` come from the data (linked by the
+    CLI); fitted with a DataModule, the output bias starts at each neuron's mean training response
+    (``ResponseTask.setup``; the tutorial leaves PyTorch's default, U(-0.03, 0.03) for 1152 inputs; the responses
+    are z-scored, so both are near 0).
 
     Scale: the data term averages over neurons but the penalties sum over them, so what the tutorial's numbers do to
     each neuron's fit depends on the population size (the real file has about 20,000 neurons): the gradient on one
@@ -69,7 +70,6 @@ class StringerConvFC(ResponseTask):
         self,
         n_neurons: int,
         in_shape: Sequence[int] = (1, 12, 16),
-        mean_responses: Sequence[float] | None = None,
         out_channels: int = 6,
         kernel_size: int = 7,
         init_filters: bool = True,
@@ -87,17 +87,15 @@ class StringerConvFC(ResponseTask):
         self.conv = filter_conv(out_channels, kernel_size, init_filters)
         self.out_layer = nn.Linear(out_channels * self.in_shape[1] * self.in_shape[2], n_neurons)
         nn.init.normal_(self.out_layer.weight, std=0.01)
-        if mean_responses is not None:
-            if len(mean_responses) != n_neurons:
-                raise ValueError(f"mean_responses has {len(mean_responses)} values for {n_neurons} neurons")
-            with torch.no_grad():
-                self.out_layer.bias.copy_(torch.as_tensor(mean_responses, dtype=torch.float32))
         if reference_neurons is not None and reference_neurons < 1:
             raise ValueError(f"reference_neurons must be >= 1 or None, got {reference_neurons}")
         self.scale = 1.0 if reference_neurons is None else reference_neurons / n_neurons
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.out_layer(self.conv(images).flatten(1))
+
+    def initialize_bias(self, mean_responses: torch.Tensor) -> None:
+        self.out_layer.bias.copy_(mean_responses)
 
     def penalty(self) -> torch.Tensor:
         w = self.out_layer.weight

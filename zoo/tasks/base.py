@@ -27,8 +27,8 @@ class Task(pl.LightningModule):
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     data_hparams: tuple[str, ...] = ("in_shape",)
-    # Hyperparameters that only initialise parameters the trained weights overwrite; a published model omits them.
-    init_only_hparams: tuple[str, ...] = ()
+    # Arguments that older versions of the model took and saved in their checkpoints; dropped when those load.
+    retired_hparams: tuple[str, ...] = ()
 
     def __init__(self, in_shape: Sequence[int], lr: float | None = None, channels: int | None = None,
                  square: bool = False, min_size: int = 1):

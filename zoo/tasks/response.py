@@ -41,6 +41,11 @@ def mean_mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"poisson": poisson_loss, "mse": mse_loss, "mean_mse": mean_mse_loss}
 
 
+def _loaded(module: ResponseTask, incompatible_keys) -> None:
+    """A state dict was loaded: the weights are no longer the fresh ones that ``setup`` initialises."""
+    module.initialized_from_data = True
+
+
 class ResponseTask(Task):
     """Base for neural-response models. Subclasses build the network and may override ``penalty()``.
 
@@ -55,11 +60,12 @@ class ResponseTask(Task):
     monitor = "val/loss"
     monitor_mode = "min"
     data_hparams = ("in_shape", "n_neurons")
-    init_only_hparams = ("mean_responses",)
+    retired_hparams = ("mean_responses",)  # once linked from the data; now the bias is set in setup()
 
     def __init__(self, in_shape: Sequence[int], n_neurons: int, loss: str = "poisson", lr: float | None = None,
                  **shape_checks):
         super().__init__(in_shape, lr, **shape_checks)
+        self.n_neurons = int(n_neurons)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
         self.loss_fn = LOSSES[loss]
@@ -70,6 +76,26 @@ class ResponseTask(Task):
         self.test_oracle = RepeatOracle(n_neurons)
         self.test_oracle_true = PerNeuronCorrelation(n_neurons)
         self.test_summary: str | None = None
+        self.initialized_from_data = False  # True once the data or a state dict has set the weights
+        self.register_load_state_dict_post_hook(_loaded)
+
+    def initialize_bias(self, mean_responses: torch.Tensor) -> None:
+        """Start each neuron's output near its mean training response ``[n]`` (as neuralpredictors'
+        ``initialize_bias``). Models whose output has no bias to set leave this empty."""
+
+    def setup(self, stage: str) -> None:
+        """Before a fit of a new model, ``initialize_bias`` from the DataModule's ``mean_responses`` (a model that
+        loaded weights, from a checkpoint or the zoo, keeps its bias; a resumed run restores it after this)."""
+        mean = getattr(self.trainer.datamodule, "mean_responses", None)
+        if stage != "fit" or self.initialized_from_data or mean is None:
+            return
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        if mean.shape != (self.n_neurons,):
+            raise ShapeMismatchError(f"{type(self).__name__} predicts {self.n_neurons} neurons but the data's mean "
+                                     f"responses are for {mean.numel()}")
+        with torch.no_grad():
+            self.initialize_bias(mean.to(self.device))
+        self.initialized_from_data = True
 
     def _predict(self, images: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
@@ -163,6 +189,9 @@ class CoreReadoutModel(ResponseTask):
 
     def penalty(self) -> torch.Tensor:
         return self.core.penalty() + self.readout.penalty()
+
+    def initialize_bias(self, mean_responses: torch.Tensor) -> None:
+        self.readout.initialize_bias(mean_responses)
 
     def on_test_epoch_end(self):
         super().on_test_epoch_end()
