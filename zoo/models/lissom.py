@@ -1,9 +1,9 @@
 """LISSOM orientation maps (Miikkulainen, Bednar, Choe & Sirosh 2005, "Computational Maps in the Visual Cortex";
-seed 004 is pylissom's notebook of the same model).
+the original notebook is pylissom's, docs/sources.md).
 
 Retina -> LGN ON/OFF (difference of Gaussians, piecewise-linear sigmoid) -> V1 (afferent from both channels,
 settling with lateral excitation and inhibition), trained by Hebbian learning with divisive normalisation from V1's
-settled activity. Defaults follow the seed: every size derives from the retina (= LGN) size R and the cortex size N:
+settled activity. Defaults follow the notebook: every size derives from the retina (= LGN) size R and the cortex size N:
 
     afferent radius r_A = R / 4 + 0.5, sigma r_A / 1.3
     LGN DoG: sigma_centre = 0.5 r_A / 6.5, sigma_surround = 4 sigma_centre, radius 4.7 sigma_surround, strength 2.33
@@ -81,8 +81,8 @@ class Lissom(SelfOrganizingTask):
 
     ``in_shape`` = [1, R, R] comes from the data (linked by the CLI); the LGN has the retina's size and density.
     V1 covers the LGN less ``border`` units on each side (Topographica's border, so that edge units get whole
-    afferent fields and stimuli reach them from all sides; 0 = the seed, where all sheets cover the same area and
-    R in the formulas below is then R - 2 border). ``None`` for a radius or sigma means the seed's formula (module
+    afferent fields and stimuli reach them from all sides; 0 = the notebook, where all sheets cover the same area and
+    R in the formulas below is then R - 2 border). ``None`` for a radius or sigma means the notebook's formula (module
     docstring). The schedule shrinks lateral excitation to no less than ``excitatory_radius_min`` units.
     ``forward`` returns V1's settled activity ``[B, 1, N, N]``. No backprop: training is manual optimisation with
     ``DivisiveHebbian``.

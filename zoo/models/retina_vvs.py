@@ -7,9 +7,10 @@ grayscale CIFAR-10.
 
 All convolutions are 'same', stride 1, with bias, Glorot-uniform weights and zero biases (Keras' defaults, as in
 the reference code); no pooling, batch norm or dropout. With ``d_vvs = 0`` the dense layer reads the bottleneck
-(``n_bn x H x W``). The seed notebook's bugs are not repeated: the loss is cross-entropy on logits (the seed took
-``nll_loss`` of a softmax), the input is grayscale (``in_shape`` [1, 32, 32] from the data), the optimiser is
-RMSprop lr 1e-4, rho 0.9 (the seed used Adam), and ``d_vvs = 0`` has no VVS convolution (the seed always kept one).
+(``n_bn x H x W``). The original notebook's bugs are not repeated: the loss is cross-entropy on logits (the
+notebook took ``nll_loss`` of a softmax), the input is grayscale (``in_shape`` [1, 32, 32] from the data), the
+optimiser is RMSprop lr 1e-4, rho 0.9 (the notebook used Adam), and ``d_vvs = 0`` has no VVS convolution (the
+notebook always kept one).
 """
 
 from __future__ import annotations

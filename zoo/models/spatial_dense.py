@@ -1,15 +1,16 @@
-"""Convolution without weight transport (seed 003): SpatialDenseNet and its weight-shared twin, RegularConvNet.
+"""Convolution without weight transport: SpatialDenseNet and its weight-shared twin, RegularConvNet, from the original
+notebook "Convolutional Layer Without Weight Transport" (docs/sources.md).
 
-SpatialDenseNet is the seed's network with every convolution replaced by a locally connected layer (each output
-position has its own filter, so no weight is shared or transported). The seed stored those layers as a dense 6-D
-tensor with no mask, so its "local" weights spread over the whole image after the first update (REFERENCE 3);
+SpatialDenseNet is the notebook's network with every convolution replaced by a locally connected layer (each output
+position has its own filter, so no weight is shared or transported). The notebook stored those layers as a dense 6-D
+tensor with no mask, so its "local" weights spread over the whole image after the first update;
 ``zoo.layers.LocallyConnected2d`` stores only the receptive fields, so locality holds by construction, and holds
-the seed's 225.5 M parameters in 7.26 M.
+the notebook's 225.5 M parameters in 7.26 M.
 
 Both nets follow one plan: three blocks of two layers, ``layer -> BatchNorm -> ReLU -> layer -> ReLU``, each block
 optionally followed by 2x2 max pooling, ``Dropout2d`` after the second block; then a head
-``Dropout -> Linear -> ReLU -> (Linear -> ReLU ...) -> Dropout -> Linear(num_classes)``. The defaults are the seed's
-layer sizes; the seed recipe (Adam 3e-4, batch 64, random crop with 4 px zero padding + flips, its channel
+``Dropout -> Linear -> ReLU -> (Linear -> ReLU ...) -> Dropout -> Linear(num_classes)``. The defaults are the notebook's
+layer sizes; its recipe (Adam 3e-4, batch 64, random crop with 4 px zero padding + flips, its channel
 normalisation, 5 epochs) is ``configs/spatial_dense/``.
 """
 
@@ -23,10 +24,10 @@ from torch import nn
 from zoo.layers import LocallyConnected2d, check_in_shape, output_shape
 from zoo.tasks import ClassificationTask
 
-__all__ = ["RegularConvNet", "SpatialDenseNet", "seed_plan_network"]
+__all__ = ["RegularConvNet", "SpatialDenseNet", "notebook_plan_network"]
 
 
-def seed_plan_network(
+def notebook_plan_network(
     in_shape: Sequence[int],
     num_classes: int,
     channels: Sequence[int],
@@ -39,7 +40,7 @@ def seed_plan_network(
     locally_connected: bool,
     shared_bias: bool = False,
 ) -> nn.Sequential:
-    """The seed's network plan with convolutions (``locally_connected=False``) or untied local layers.
+    """The notebook's network plan with convolutions (``locally_connected=False``) or untied local layers.
 
     ``channels``/``kernel_sizes``: one entry per spatial layer (two per block); ``pool``: one entry per block;
     ``hidden``: widths of the hidden Linear layers of the head.
@@ -81,24 +82,24 @@ def seed_plan_network(
     return nn.Sequential(features, nn.Sequential(*head))
 
 
-class _SeedPlanClassifier(ClassificationTask):
+class _NotebookPlanClassifier(ClassificationTask):
     locally_connected: bool
 
     def __init__(self, in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout, dropout2d,
                  lr, shared_bias=False):
         super().__init__(in_shape, num_classes, lr)
         self.save_hyperparameters()
-        self.net = seed_plan_network(self.in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden, dropout,
-                                     dropout2d, self.locally_connected, shared_bias)
+        self.net = notebook_plan_network(self.in_shape, num_classes, channels, kernel_sizes, padding, pool, hidden,
+                                         dropout, dropout2d, self.locally_connected, shared_bias)
         self.rf_layers = {"layer1": "net.0.0"}  # gradient receptive fields that bioviz fit logs to TensorBoard
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
 
-class SpatialDenseNet(_SeedPlanClassifier):
-    """The seed's SpatialDenseNet on ``LocallyConnected2d`` (valid padding, per-position bias as in the seed or
-    ``shared_bias``). 7,256,446 parameters with the defaults on 3 x 32 x 32 images (the seed's layout: 225.5 M)."""
+class SpatialDenseNet(_NotebookPlanClassifier):
+    """The notebook's SpatialDenseNet on ``LocallyConnected2d`` (valid padding, per-position bias as in the notebook or
+    ``shared_bias``). 7,256,446 parameters with the defaults on 3 x 32 x 32 images (the notebook's layout: 225.5 M)."""
 
     locally_connected = True
 
@@ -119,8 +120,8 @@ class SpatialDenseNet(_SeedPlanClassifier):
                          shared_bias)
 
 
-class RegularConvNet(_SeedPlanClassifier):
-    """The seed's weight-shared baseline: the same plan with 3x3 'same' convolutions and wider layers."""
+class RegularConvNet(_NotebookPlanClassifier):
+    """The notebook's weight-shared baseline: the same plan with 3x3 'same' convolutions and wider layers."""
 
     locally_connected = False
 
