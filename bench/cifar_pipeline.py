@@ -1,10 +1,11 @@
-"""CIFAR-10 training throughput: RetinaVVS through `bioviz fit` vs the seed notebook's loop, and the data pipelines.
+"""CIFAR-10 training throughput: RetinaVVS through `bioviz fit` vs the original notebook's loop, and the data pipelines.
 
-The seed notebook (000, Lindsey et al. port) trains from torchvision's CIFAR10 dataset: a PIL image per sample,
-per-image transforms, a DataLoader with worker processes and default collation. Here its loop gets the paper's
-augmentation as per-image PIL transforms (``RandomAffine`` translate 10 % + ``RandomHorizontalFlip``, then
-``ToTensor`` and the mean of R, G, B), and the same RetinaVVS, optimiser (RMSprop 1e-4), loss and batch size as
-`bioviz fit -c configs/retina_vvs/cifar10.yaml` (the seed's own Adam/softmax bugs aside). Both sides read the same
+The original notebook (a port of Lindsey et al.'s code, docs/sources.md) trains from torchvision's CIFAR10
+dataset: a PIL image per sample, per-image transforms, a DataLoader with worker processes and default collation.
+Here its loop gets the paper's augmentation as per-image PIL transforms (``RandomAffine`` translate 10 % +
+``RandomHorizontalFlip``, then ``ToTensor`` and the mean of R, G, B), and the same RetinaVVS, optimiser (RMSprop
+1e-4), loss and batch size as `bioviz fit -c configs/retina_vvs/cifar10.yaml` (the notebook's own Adam/softmax bugs
+aside). Both sides read the same
 images, decoded once from the CIFAR-10 JPEG tree into memory (uint8), so JPEG decoding is timed by neither.
 
 Printed, side by side in one run (rounds alternate between the sides; medians):

@@ -1,6 +1,6 @@
-"""Cost of untied weights: the seed's dense SpatialFeatureLayer vs LocallyConnected2d vs nn.Conv2d (the floor).
+"""Cost of untied weights: the original notebook's dense SpatialFeatureLayer vs LocallyConnected2d vs nn.Conv2d.
 
-Three implementations of every layer of the seed's SpatialDenseNet (seed 003) and of the whole net, side by side:
+Three implementations of every layer of the original notebook's SpatialDenseNet and of the whole net, side by side:
 
     (a) dense   -- the seed's formulation, copied below: a 6-D weight [C, H, W, O, out_h, out_w] (zero outside the
                    receptive fields at init, no mask) and `torch.tensordot`;

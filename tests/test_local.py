@@ -7,7 +7,7 @@ from torch import nn
 
 from zoo.layers import LocallyConnected2d
 
-# The seed's SpatialDenseNet (seed 003): (in_c, in_h, in_w, out_c, kernel) of its six SpatialFeatureLayers, all
+# The original notebook's SpatialDenseNet: (in_c, in_h, in_w, out_c, kernel) of its six SpatialFeatureLayers, all
 # valid padding, stride 1; then Linear(2304, 512) and Linear(512, 10), and BatchNorm2d after layers 1, 3 and 5.
 SEED_LAYERS = [(3, 32, 32, 10, 3), (10, 30, 30, 20, 3), (20, 14, 14, 32, 3), (32, 12, 12, 64, 3),
                (64, 5, 5, 128, 2), (128, 4, 4, 256, 2)]
@@ -101,8 +101,8 @@ def test_seed_spatial_dense_net_parameter_counts():
     assert local_layers[-1].out_channels * math.prod(local_layers[-1].output_size) == SEED_LINEAR[0][0]
     local_stack = sum(p.numel() for layer in local_layers for p in layer.parameters())
     assert local_stack == 6_070_816  # 6,030,776 local weights + 40,040 per-position biases
-    # The REFERENCE figures count the whole SpatialDenseNet: the six spatial layers (weights + per-position biases),
-    # the two Linear layers (1,185,290) and the three BatchNorm2d layers' affine parameters (340).
+    # The notebook's published counts are of the whole SpatialDenseNet: the six spatial layers (weights +
+    # per-position biases), the two Linear layers (1,185,290) and the three BatchNorm2d layers' affine parameters (340).
     rest = sum(i * o + o for i, o in SEED_LINEAR) + sum(2 * c for c in SEED_BATCHNORM)
     assert rest == 1_185_630
     assert local_stack + rest == 7_256_446  # "7.26 M"

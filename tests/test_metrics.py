@@ -24,7 +24,7 @@ def test_correlation_matches_numpy_and_is_batch_invariant():
 
 
 def test_correlation_of_tiny_variance_float32_data_is_exact_not_nan():
-    # torchmetrics.PearsonCorrCoef returns NaN below ~3.5e-4 variance in float32 (REFERENCE section 6).
+    # torchmetrics.PearsonCorrCoef returns NaN for float32 data of small variance (below about 3.5e-4).
     g = torch.Generator().manual_seed(1)
     signal = torch.randn(500, 3, generator=g)
     x = (1e-3 * signal + 5.0).float()

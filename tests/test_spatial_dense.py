@@ -1,4 +1,4 @@
-"""SpatialDenseNet and RegularConvNet (seed 003) as LightningModules."""
+"""SpatialDenseNet and RegularConvNet (the "Convolution without weight transport" notebook) as LightningModules."""
 
 import pytest
 import torch
