@@ -25,12 +25,11 @@ import tarfile
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from zoo.data.loading import TensorBatchDataset, tensor_loader
+from zoo.data.loading import TensorBatchDataset, TensorSplitsDataModule
 from zoo.errors import DataFileError, DataNotFoundError
 from zoo.files import download, file_digest
 
@@ -73,7 +72,7 @@ def shift_and_flip(images: torch.Tensor, max_shift: tuple[int, int] | int, fill:
     return out.view(b, c, h, w)
 
 
-class ImageClassificationDataModule(pl.LightningDataModule):
+class ImageClassificationDataModule(TensorSplitsDataModule):
     """Base of the image-classification DataModules: subclasses say where the uint8 images come from.
 
     ``load(train)`` returns ``(images uint8 [N, C, H, W], labels int64 [N])`` for the training or the test set, and
@@ -96,7 +95,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size)
         if shift_fill not in ("edge", "zeros"):
             raise ValueError(f"shift_fill must be 'edge' or 'zeros', got {shift_fill!r}")
         if not 0 <= max_shift < 0.5:
@@ -115,7 +114,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                              f"got {val_size}")
         self.grayscale, self.augment, self.max_shift, self.shift_fill = grayscale, augment, max_shift, shift_fill
         self.hflip, self.mean, self.std = hflip, mean, std
-        self.val_size, self.batch_size, self.eval_batch_size, self.seed = val_size, batch_size, eval_batch_size, seed
+        self.val_size, self.seed = val_size, seed
         self._splits: dict[str, TensorBatchDataset] = {}
 
     # -- what subclasses provide ---------------------------------------------------------------------------------
@@ -157,18 +156,6 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if split not in self._splits:
             self.setup("test" if split == "test" else "fit")
         return self._splits[split]
-
-    def train_dataloader(self):
-        return tensor_loader(self.dataset("train"), self.batch_size, train=True, trainer=self.trainer)
-
-    def val_dataloader(self):
-        return tensor_loader(self.dataset("val"), self.eval_batch_size, train=False, trainer=self.trainer)
-
-    def test_dataloader(self):
-        return tensor_loader(self.dataset("test"), self.eval_batch_size, train=False, trainer=self.trainer)
-
-    def predict_dataloader(self):
-        return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

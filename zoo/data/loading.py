@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import os
 
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["TensorBatchDataset", "EvalShardSampler", "tensor_loader"]
+__all__ = ["TensorBatchDataset", "EvalShardSampler", "TensorSplitsDataModule", "tensor_loader"]
 
 
 class TensorBatchDataset(Dataset):
@@ -64,3 +65,28 @@ def tensor_loader(dataset: TensorBatchDataset, batch_size: int, train: bool, tra
     else:
         sampler = EvalShardSampler(dataset, num_replicas=world, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_batch_is_ready)
+
+
+class TensorSplitsDataModule(pl.LightningDataModule):
+    """A DataModule whose splits are in-memory ``TensorBatchDataset``s: subclasses implement ``dataset(split)``
+    ("train", "val" or "test"); training batches of ``batch_size`` are shuffled, evaluation batches of
+    ``eval_batch_size`` are not (``tensor_loader``). Prediction runs over the test split."""
+
+    def __init__(self, batch_size: int, eval_batch_size: int):
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+
+    def dataset(self, split: str) -> TensorBatchDataset:
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return tensor_loader(self.dataset("train"), self.batch_size, train=True, trainer=self.trainer)
+
+    def val_dataloader(self):
+        return tensor_loader(self.dataset("val"), self.eval_batch_size, train=False, trainer=self.trainer)
+
+    def test_dataloader(self):
+        return tensor_loader(self.dataset("test"), self.eval_batch_size, train=False, trainer=self.trainer)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()

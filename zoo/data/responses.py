@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from zoo.data.loading import TensorBatchDataset, tensor_loader
+from zoo.data.loading import TensorBatchDataset, TensorSplitsDataModule, tensor_loader
 from zoo.data.npz import check_values, read_npz
 from zoo.errors import DataFileError
 
@@ -113,7 +112,7 @@ def normalise_responses(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor
     return {key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for key, value in out.items()}
 
 
-class ResponseDataModule(pl.LightningDataModule):
+class ResponseDataModule(TensorSplitsDataModule):
     """Base of the neural-response DataModules: subclasses say where the arrays come from (``load_arrays``).
 
     Exposes ``n_neurons``, ``in_shape`` ([C, H, W]) and ``mean_responses`` (normalised train means), which the CLI
@@ -121,9 +120,7 @@ class ResponseDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024):
-        super().__init__()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        super().__init__(batch_size, eval_batch_size)
         self._tensors: dict[str, torch.Tensor] | None = None
 
     def load_arrays(self) -> dict[str, np.ndarray]:
@@ -155,15 +152,6 @@ class ResponseDataModule(pl.LightningDataModule):
             extra = (t["rates_test"],) if "rates_test" in t else ()
             return TensorBatchDataset(t["images_test"], t["responses_test"], *extra)
         return TensorBatchDataset(t[f"images_{split}"], t[f"responses_{split}"])
-
-    def train_dataloader(self):
-        return tensor_loader(self.dataset("train"), self.batch_size, train=True, trainer=self.trainer)
-
-    def val_dataloader(self):
-        return tensor_loader(self.dataset("val"), self.eval_batch_size, train=False, trainer=self.trainer)
-
-    def test_dataloader(self):
-        return tensor_loader(self.dataset("test"), self.eval_batch_size, train=False, trainer=self.trainer)
 
     def predict_dataloader(self):
         return tensor_loader(TensorBatchDataset(self.tensors["images_test"]), self.eval_batch_size, train=False,
