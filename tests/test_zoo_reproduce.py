@@ -21,11 +21,12 @@ def tiny_recipe(tmp_path, monkeypatch):
     dummy = tmp_path / "tiny-quickstart-00000000.safetensors"
     dummy.write_bytes(b"not needed to reproduce")
 
-    def use(metrics, args=TINY_RECIPE):
+    def use(metrics, args=TINY_RECIPE, checkpoint=None):
         entry = {"model": "zoo.models.CNNV1", "init_args": {"n_neurons": 6, "in_shape": [1, 16, 16]},
                  "trained_on": "a tiny simulated population",
                  "data": {"class_path": "zoo.data.SyntheticV1DataModule", "init_args": {}},
-                 "recipe": {"configs": ["configs/quickstart.yaml"], "args": list(args)},
+                 "recipe": {"configs": ["configs/quickstart.yaml"], "args": list(args),
+                            **({"checkpoint": checkpoint} if checkpoint else {})},
                  "metrics": metrics, "headline": "test/corr", "paper": {"source": "none", "metrics": {}},
                  "input": {"channels": 1, "size": [16, 16], "normalize": "standardize"},
                  "weights": {"file": dummy.name, "sha256": "0" * 64, "size": 24}}
@@ -66,6 +67,19 @@ def test_reproduce_refuses_a_used_folder_and_missing_data(tiny_recipe, tmp_path,
         main(["zoo", "reproduce", "tiny-quickstart", "--out", str(tmp_path / "new")])
     assert exit_info.value.code == 2 and "give their folder with --data-root DIR" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_recipe_that_reports_the_last_epoch_tests_the_last_checkpoint(tiny_recipe, tmp_path, capsys):
+    tiny_recipe({"test/corr": 0.5}, checkpoint="last")
+    entry = registry.model_info("tiny-quickstart")
+    assert entry.recipe.commands()[1].endswith("--ckpt_path last")
+    reproduce(entry, str(tmp_path / "run"), None, [])
+    out, err = capsys.readouterr()
+    assert "--ckpt_path last\n" in out
+    assert "using last checkpoint" in err and "using best checkpoint" not in err
+    tiny_recipe({"test/corr": 0.5}, checkpoint="middle")
+    with pytest.raises(registry.RegistryError, match="recipe.checkpoint must be 'best' or 'last', got 'middle'"):
+        registry.model_info("tiny-quickstart")
 
 
 @pytest.mark.slow

@@ -500,8 +500,8 @@ def config_file(path: str) -> str:
 
 
 def reproduce(entry, out: str | None, data_root: str | None, overrides: list[str]) -> tuple[Path, dict, float]:
-    """Run ``entry``'s recipe (``bioviz fit`` then ``bioviz test --ckpt_path best``) in a fresh folder; returns the
-    folder, the test metrics and the wall time."""
+    """Run ``entry``'s recipe (``bioviz fit`` then ``bioviz test --ckpt_path best``, or ``last`` where the recipe
+    says so) in a fresh folder; returns the folder, the test metrics and the wall time."""
     if entry.needs_data_root and data_root is None:
         raise UserError(f"{entry.name} trains on data files ({entry.trained_on}): give their folder with "
                         "--data-root DIR")
@@ -511,12 +511,13 @@ def reproduce(entry, out: str | None, data_root: str | None, overrides: list[str
     folder.mkdir(parents=True, exist_ok=True)
     args = entry.recipe.arguments(str(Path(data_root).resolve()) if data_root else None)
     args = [config_file(a) if i and args[i - 1] == "-c" else a for i, a in enumerate(args)] + list(overrides)
+    checkpoint = entry.recipe.checkpoint
     print(f"reproducing {entry.name} in {folder}:\n  bioviz fit {' '.join(args)}\n  bioviz test {' '.join(args)} "
-          "--ckpt_path best")
+          f"--ckpt_path {checkpoint}")
     start = time.time()
     with working_directory(folder):
         BiovizCLI(args=["fit", *args])
-        cli = BiovizCLI(args=["test", *args, "--ckpt_path", "best"])
+        cli = BiovizCLI(args=["test", *args, "--ckpt_path", checkpoint])
     measured = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     return folder, measured, time.time() - start
 

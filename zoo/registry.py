@@ -196,12 +196,14 @@ class Standardize:
 @dataclass(frozen=True)
 class Recipe:
     """How an entry was trained: config files stacked in order (``configs/...``, shipped with the package as
-    ``zoo.configs``) and further arguments, given to ``bioviz fit`` and then to ``bioviz test --ckpt_path best``.
-    ``{data_root}`` in an argument stands for the data folder the user names."""
+    ``zoo.configs``) and further arguments, given to ``bioviz fit`` and then to ``bioviz test --ckpt_path
+    <checkpoint>``: ``best`` (the best validation epoch, the default) or ``last`` (for papers that report the last
+    epoch). ``{data_root}`` in an argument stands for the data folder the user names."""
 
     configs: tuple[str, ...]
     args: tuple[str, ...] = ()
     note: str = ""
+    checkpoint: str = "best"
 
     def arguments(self, data_root: str | None = None) -> list[str]:
         args = [a for config in self.configs for a in ("-c", config)] + list(self.args)
@@ -209,7 +211,7 @@ class Recipe:
 
     def commands(self, data_root: str | None = None) -> list[str]:
         args = " ".join(self.arguments(data_root))
-        return [f"bioviz fit {args}", f"bioviz test {args} --ckpt_path best"]
+        return [f"bioviz fit {args}", f"bioviz test {args} --ckpt_path {self.checkpoint}"]
 
 
 @dataclass(frozen=True)
@@ -322,9 +324,11 @@ def parse_entry(name: str, raw: object) -> ZooEntry:
         if not str(path).startswith(package + "."):
             raise RegistryError(f"{where}: {key} must be a class of {package}, got {path!r}")
         _zoo_class(package, path)  # the name must be one the package exports
-    recipe = _mapping(raw["recipe"], f"{where}: recipe", {"configs", "args", "note"})
+    recipe = _mapping(raw["recipe"], f"{where}: recipe", {"configs", "args", "note", "checkpoint"})
     if not recipe.get("configs"):
         raise RegistryError(f"{where}: recipe.configs must list the config files that trained it")
+    if recipe.get("checkpoint", "best") not in ("best", "last"):
+        raise RegistryError(f"{where}: recipe.checkpoint must be 'best' or 'last', got {recipe['checkpoint']!r}")
     try:
         metrics = {str(k): float(v) for k, v in (raw["metrics"] or {}).items()}
     except (AttributeError, TypeError, ValueError) as err:
@@ -339,7 +343,7 @@ def parse_entry(name: str, raw: object) -> ZooEntry:
     return ZooEntry(name=name, model=raw["model"], init_args=dict(raw["init_args"] or {}),
                     trained_on=str(raw["trained_on"]), data=dict(raw["data"]),
                     recipe=Recipe(tuple(recipe["configs"]), tuple(str(a) for a in recipe.get("args") or ()),
-                                  str(recipe.get("note", ""))),
+                                  str(recipe.get("note", "")), str(recipe.get("checkpoint", "best"))),
                     metrics=metrics, headline=raw["headline"], input=spec,
                     weights=Weights.from_dict(raw["weights"], where), paper=dict(paper),
                     notes=str(raw.get("notes", "")))
