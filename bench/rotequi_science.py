@@ -1,5 +1,6 @@
 """Science check of the rotation-equivariant V1 model: RotEquiV1 (16 x 8) against the CNN baselines of Table 1 on a
-simulated population whose neurons are rotated copies of a few feature types (configs/rotequi_v1/*_simulated.yaml).
+simulated population whose neurons are rotated copies of a few feature types (each model's config stacked on
+configs/rotequi_v1/base.yaml and simulated.yaml).
 
 Each model is trained and tested with the real command line (``bioviz fit`` then ``bioviz test --ckpt_path best``)
 in its own process, ``--jobs`` at a time; the table lists test correlation (of the checkpoint with the best
@@ -40,7 +41,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {  # name -> config; the longest first, so parallel jobs end together
+# name -> run: the model's config in configs/rotequi_v1/ (the run without "_simulated") on simulated.yaml, logged under
+# runs/rotequi_v1_<run>; the longest first, so parallel jobs end together
+MODELS = {
     "cnn_128_128_256": "table1_cnn_128_128_256_simulated",
     "rotequi_16x8": "fig2_n16_simulated",
     "cnn_128": "table1_cnn_128_simulated",
@@ -54,9 +57,19 @@ TRAJECTORY_STEPS = 6  # validations shown by --trajectories, evenly spaced
 METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
 
 
+def stack(config: str) -> list[str]:
+    """The config files of a run in MODELS, in stacking order: the shared base, the simulated data, the model."""
+    folder = Path("configs") / "rotequi_v1"
+    return [str(folder / "base.yaml"), str(folder / "simulated.yaml"),
+            str(folder / f"{config.removesuffix('_simulated')}.yaml")]
+
+
 def run(name: str, config: str, args: argparse.Namespace) -> dict:
-    cfg = REPO / "configs" / "rotequi_v1" / f"{config}.yaml"
-    common = [f"--trainer.callbacks.patience={args.patience}", f"--trainer.callbacks.val_steps={args.val_steps}",
+    configs = [a for path in stack(config) for a in ("-c", str(REPO / path))]
+    # The model's config names its runs the same on either data; this name keeps these runs apart from those on
+    # recordings, and in the folders that --trajectories, --results and --compare read.
+    common = [f"--trainer.logger.init_args.name=rotequi_v1_{config}",
+              f"--trainer.callbacks.patience={args.patience}", f"--trainer.callbacks.val_steps={args.val_steps}",
               f"--trainer.max_steps={args.max_steps}", "--trainer.enable_progress_bar=false",
               *args.extra]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -68,7 +81,7 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
     fit = ["fit", "--ckpt_path=last"] if args.resume else ["fit"]
     with open(out / f"{name}.log", "a" if args.resume else "w") as log:
         for sub in (fit, ["test", "--ckpt_path=best"]):
-            proc = subprocess.run([sys.executable, "-m", "zoo.cli", sub[0], "-c", str(cfg), *common, *sub[1:]],
+            proc = subprocess.run([sys.executable, "-m", "zoo.cli", sub[0], *configs, *common, *sub[1:]],
                                   cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             log.write(proc.stdout)
             if proc.returncode:
@@ -81,7 +94,7 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
     params = ckpt["state_dict"]
     is_param = {k for k in params if not any(s in k for s in ("running_", "num_batches", "rotated_basis"))}
     result = {
-        "model": name, "config": f"configs/rotequi_v1/{config}.yaml", **metrics,
+        "model": name, "config": " + ".join(stack(config)), **metrics,
         "params_core": sum(params[k].numel() for k in is_param if k.startswith("core.")),
         "params_total": sum(params[k].numel() for k in is_param),
         "best_step": ckpt["global_step"], "hit_step_cap": "`max_steps=" in fit_log, "resumed": args.resume,

@@ -24,22 +24,58 @@ def stacked(path: Path) -> bool:
     return "class_path" not in (yaml.safe_load(path.read_text()).get("model") or {})
 
 
-CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not stacked(c))
-DELTAS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if stacked(c))
+# The rotation-equivariant V1 models are stacks (configs/rotequi_v1/base.yaml): the shared base, a data file, then one
+# model of the paper; every other file there is a model, run on each data file. Zoo recipes stack ROTEQUI_ON_TOP on a
+# whole stack.
+ROTEQUI = REPO / "configs" / "rotequi_v1"
+ROTEQUI_BASE = ROTEQUI / "base.yaml"
+ROTEQUI_DATA = (ROTEQUI / "recordings.yaml", ROTEQUI / "simulated.yaml")
+ROTEQUI_ON_TOP = (ROTEQUI / "science_population.yaml",)
+ROTEQUI_MODELS = sorted(set(ROTEQUI.glob("*.yaml")) - {ROTEQUI_BASE, *ROTEQUI_DATA, *ROTEQUI_ON_TOP})
+ROTEQUI_STACKS = [(ROTEQUI_BASE, data, model) for model in ROTEQUI_MODELS for data in ROTEQUI_DATA]
+
+CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if c.parent != ROTEQUI and not stacked(c))
+DELTAS = sorted([*(c for c in (REPO / "configs").rglob("*.yaml") if c.parent != ROTEQUI and stacked(c)),
+                 *ROTEQUI_ON_TOP])
 # Every stack of configs a zoo recipe uses: each runs on tiny data as the single configs do.
 STACKS = sorted({registry.model_info(n).recipe.configs for n in registry.list_models()
                  if len(registry.model_info(n).recipe.configs) > 1})
-# The 32 rotation-equivariant V1 configs differ mostly in numbers: a few kinds run in the fast suite, all with -m slow.
-ROTEQUI_FAST = {"fig2_n08.yaml", "table1_cnn_32.yaml", "transfer_simulated.yaml"}
-FAST_CONFIGS = [c for c in CONFIGS if c.parent.name != "rotequi_v1" or c.name in ROTEQUI_FAST]
-SLOW_CONFIGS = [c for c in CONFIGS if c not in FAST_CONFIGS]
+# The 32 rotation-equivariant V1 stacks differ mostly in numbers: a few kinds run in the fast suite, the others with
+# -m slow.
+ROTEQUI_FAST = {("recordings.yaml", "fig2_n08.yaml"), ("recordings.yaml", "table1_cnn_32.yaml"),
+                ("simulated.yaml", "transfer.yaml")}
+FAST_STACKS = sorted([*((c,) for c in CONFIGS),
+                      *(s for s in ROTEQUI_STACKS if (s[1].name, s[2].name) in ROTEQUI_FAST)])
+SLOW_STACKS = [s for s in ROTEQUI_STACKS if s not in FAST_STACKS]
 FAST = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false"]
 
 
-def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
+def stack_id(stack) -> str:
+    """``quickstart.yaml``; ``rotequi_v1/base.yaml+simulated+fig2_n16`` for a stack."""
+    first, *rest = [Path(p) for p in stack]
+    return "+".join([str((REPO / first).relative_to(REPO / "configs")), *(p.stem for p in rest)])
+
+
+def merged(stack) -> dict:
+    """A stack of config files merged as far as these tests read it (class paths, callbacks): a later file's keys
+    override an earlier one's, dicts merge, a list is replaced whole."""
+    def merge(into: dict, update: dict) -> dict:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                value = merge(dict(into[key]), value)
+            into[key] = value
+        return into
+
+    result = {}
+    for path in stack:
+        result = merge(result, yaml.safe_load(Path(path).read_text()) or {})
+    return result
+
+
+def data_args(stack, npz: Path, monkeypatch) -> list[str]:
     """Shrink a config's data to the tiny population, in the way its DataModule takes data."""
-    data_class = yaml.safe_load(config.read_text())["data"]["class_path"].rsplit(".", 1)[-1]
+    data_class = merged(stack)["data"]["class_path"].rsplit(".", 1)[-1]
     if data_class == "SyntheticV1DataModule":
         return TINY_SIM_ARGS
     if data_class == "NeuralResponseDataModule":
@@ -65,20 +101,20 @@ def data_args(config: Path, npz: Path, monkeypatch) -> list[str]:
     if data_class == "ImageFolderDataModule":
         root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
         return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
-    raise AssertionError(f"{config}: add tiny-data arguments for {data_class} to this test")
+    raise AssertionError(f"{stack_id(stack)}: add tiny-data arguments for {data_class} to this test")
 
 
-def schedule_args(config: Path) -> list[str]:
+def schedule_args(stack) -> list[str]:
     """Validate every step under a config's PlateauSchedule, so a two-step run has a best checkpoint."""
-    callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks") or []
+    callbacks = merged(stack)["trainer"].get("callbacks") or []
     if any(c["class_path"].endswith("PlateauSchedule") for c in callbacks):
         return ["--trainer.callbacks.val_steps=1"]
     return []
 
 
-def model_args(config: Path) -> list[str]:
+def model_args(stack) -> list[str]:
     """Tiny widths for models whose paper size would make each test checkpoint hundreds of MB."""
-    model_class = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
+    model_class = merged(stack)["model"]["class_path"].rsplit(".", 1)[-1]
     if model_class == "RetinaVVS":
         return ["--model.init_args.retina_width=4", "--model.init_args.vvs_width=4", "--model.init_args.kernel_size=3",
                 "--model.init_args.dense_width=8"]
@@ -96,45 +132,68 @@ def test_there_are_configs():
     assert REPO / "configs" / "quickstart.yaml" in CONFIGS
 
 
-def fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch, deltas=()):
-    stack = [a for path in (config, *deltas) for a in ("-c", str(path))]
-    args = [*stack, *data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config), *FAST]
+def fit_and_test_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch):
+    configs = [a for path in stack for a in ("-c", str(path))]
+    args = [*configs, *data_args(stack, tiny_npz, monkeypatch), *model_args(stack), *schedule_args(stack), *FAST]
     main(["fit", *args])
     checkpoints = list(in_tmp.glob("runs/*/version_0/checkpoints/*.ckpt"))
     assert {p.name for p in checkpoints} >= {"best.ckpt", "last.ckpt"}
     main(["test", *args, "--ckpt_path=best"])  # resolved to the run above, as in a new process
 
 
-@pytest.mark.parametrize("config", FAST_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
+@pytest.mark.parametrize("stack", FAST_STACKS, ids=stack_id)
+def test_every_config_fits_and_tests_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", SLOW_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_other_config_fits_and_tests_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch):
-    fit_and_test_on_tiny_data(config, in_tmp, tiny_npz, monkeypatch)
+@pytest.mark.parametrize("stack", SLOW_STACKS, ids=stack_id)
+def test_every_other_config_fits_and_tests_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch):
+    fit_and_test_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch)
 
 
-def test_every_delta_config_is_stacked_by_a_zoo_recipe():
+def test_every_config_file_runs_alone_or_in_a_tested_stack():
+    """Each file under configs/ runs in a test above: alone, in a rotation-equivariant stack (every model on every
+    data file), or as a delta that a zoo recipe stacks (those stacks run with -m slow)."""
+    tested = {*CONFIGS, *(path for stack in ROTEQUI_STACKS for path in stack),
+              *(REPO / path for stack in STACKS for path in stack)}
+    untested = sorted(str(c.relative_to(REPO)) for c in set((REPO / "configs").rglob("*.yaml")) - tested)
+    assert not untested, f"config files that no test runs: {untested}; test them here, alone or in a stack"
     used = {REPO / path for stack in STACKS for path in stack[1:]}
     assert set(DELTAS) <= used, "a delta config that no recipe stacks: test it in a stack here"
+
+
+def test_each_rotequi_model_names_its_runs_and_leaves_the_data_to_the_data_file():
+    """``--ckpt_path best`` finds a run by its logger name: every model of configs/rotequi_v1/ has its own. A file
+    there that sets data is not a model (add it to ROTEQUI_DATA or ROTEQUI_ON_TOP)."""
+    assert ROTEQUI_MODELS and all("data" not in yaml.safe_load(m.read_text()) for m in ROTEQUI_MODELS)
+    names = [merged((ROTEQUI_BASE, model))["trainer"]["logger"]["init_args"].get("name") for model in ROTEQUI_MODELS]
+    assert None not in names and len(set(names)) == len(ROTEQUI_MODELS), names
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stack", STACKS, ids=lambda s: " + ".join(Path(p).stem for p in s))
 def test_every_stack_of_a_zoo_recipe_fits_and_tests_on_tiny_data(stack, in_tmp, tiny_npz, monkeypatch):
-    base, *deltas = [REPO / path for path in stack]
-    fit_and_test_on_tiny_data(base, in_tmp, tiny_npz, monkeypatch, deltas)
+    fit_and_test_on_tiny_data([REPO / path for path in stack], in_tmp, tiny_npz, monkeypatch)
 
 
 def test_print_config_shows_linked_model_and_data(in_tmp, capsys):
+    """The printed config names the model and the data; the model built from it takes the data's n_neurons and
+    in_shape (linked when the data is built, so the printed config does not hold them)."""
+    from zoo.cli import BiovizCLI
+
+    args = ["-c", str(REPO / "configs" / "quickstart.yaml"), *TINY_SIM_ARGS]
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--print_config"])
+        main(["fit", *args, "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "zoo.models.CNNV1"
     assert printed["data"]["class_path"] == "zoo.data.SyntheticV1DataModule"
+    assert printed["data"]["init_args"]["n_neurons"] == TINY_SIM["n_neurons"]
+    cli = BiovizCLI(args=args, run=False)
+    model, data = cli.model.hparams, cli.datamodule
+    assert model.n_neurons == data.n_neurons == TINY_SIM["n_neurons"]
+    assert list(model.in_shape) == list(data.in_shape) == [1, *TINY_SIM["image_shape"]]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -245,14 +304,15 @@ def test_best_checkpoint_is_found_without_a_logger_too(in_tmp, capsys):
 
 
 def test_data_properties_link_only_into_models_that_take_them(in_tmp):
-    # SyntheticV1DataModule offers n_neurons and mean_responses; TiltCNN takes neither, CNNV1 takes both.
+    # SyntheticV1DataModule offers n_neurons and in_shape; TiltCNN takes in_shape only, CNNV1 takes both. (The mean
+    # responses are no link: a response model sets its readout bias from the data at setup.)
     from zoo.cli import BiovizCLI
     from zoo.models import TiltCNN
 
     cli = BiovizCLI(args=["--model=TiltCNN", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
     assert isinstance(cli.model, TiltCNN) and cli.model.hparams.in_shape == [1, 16, 16]
     cli = BiovizCLI(args=["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
-    assert cli.model.hparams.n_neurons == 6 and len(cli.model.hparams.mean_responses) == 6
+    assert cli.model.hparams.n_neurons == 6 and cli.model.hparams.in_shape == [1, 16, 16]
 
 
 def test_simulate_stringer_route_writes_the_stringer_layout(in_tmp, capsys):
@@ -334,21 +394,21 @@ def test_tensorboard_shows_pictures_and_test_metrics_in_the_training_run(in_tmp)
     assert plain.Tags()["images"] == []
 
 
-def one_config_per_model_class() -> list[Path]:
-    """The first config of each model class (the paper models and the grating models)."""
-    seen: dict[str, Path] = {}
-    for config in FAST_CONFIGS:
-        seen.setdefault(yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1], config)
+def one_config_per_model_class() -> list[tuple[Path, ...]]:
+    """The first config (or stack) of each model class (the paper models and the grating models)."""
+    seen: dict[str, tuple[Path, ...]] = {}
+    for stack in FAST_STACKS:
+        seen.setdefault(merged(stack)["model"]["class_path"].rsplit(".", 1)[-1], stack)
     return sorted(seen.values())
 
 
-@pytest.mark.parametrize("config", one_config_per_model_class(), ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_model_class_trains_in_bf16_mixed_precision(config, in_tmp, tiny_npz, monkeypatch):
+@pytest.mark.parametrize("stack", one_config_per_model_class(), ids=stack_id)
+def test_every_model_class_trains_in_bf16_mixed_precision(stack, in_tmp, tiny_npz, monkeypatch):
     """``--trainer.precision bf16-mixed`` (autocast to bfloat16, on CPU too) trains, validates and tests every model
     kind; the weights and the checkpoint stay float32. Backprop models really compute in bfloat16; the Hebbian ones
     (LISSOM) switch the autocast off and compute in float32."""
-    args = [*data_args(config, tiny_npz, monkeypatch), *model_args(config), *schedule_args(config), *FAST,
-            "--trainer.precision=bf16-mixed"]
+    args = [*(a for path in stack for a in ("-c", str(path))), *data_args(stack, tiny_npz, monkeypatch),
+            *model_args(stack), *schedule_args(stack), *FAST, "--trainer.precision=bf16-mixed"]
     dtypes = set()
     original = torch.nn.Module.__call__
 
@@ -359,8 +419,8 @@ def test_every_model_class_trains_in_bf16_mixed_precision(config, in_tmp, tiny_n
         return out
 
     monkeypatch.setattr(torch.nn.Module, "__call__", record)
-    main(["fit", "-c", str(config), *args])
-    hebbian = yaml.safe_load(config.read_text())["model"]["class_path"].endswith("Lissom")
+    main(["fit", *args])
+    hebbian = merged(stack)["model"]["class_path"].endswith("Lissom")
     assert (torch.bfloat16 in dtypes) != hebbian, dtypes
     [last] = in_tmp.glob("runs/*/version_0/checkpoints/last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=True)
@@ -368,4 +428,4 @@ def test_every_model_class_trains_in_bf16_mixed_precision(config, in_tmp, tiny_n
     floats = [t for t in state["state_dict"].values() if t.is_floating_point()]
     assert floats and all(t.dtype in (torch.float32, torch.float64) for t in floats)
     assert all(torch.isfinite(t).all() for t in floats)
-    main(["test", "-c", str(config), *args, "--ckpt_path=last"])
+    main(["test", *args, "--ckpt_path=last"])
