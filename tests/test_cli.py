@@ -315,6 +315,27 @@ def test_data_properties_link_only_into_models_that_take_them(in_tmp):
     assert cli.model.hparams.n_neurons == 6 and cli.model.hparams.in_shape == [1, 16, 16]
 
 
+
+def test_linking_the_simulated_populations_shapes_does_not_simulate_it(in_tmp):
+    from zoo.cli import BiovizCLI
+
+    cli = BiovizCLI(args=["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS], run=False)
+    assert cli.model.hparams.n_neurons == 6 and cli.datamodule._tensors is None  # simulated at setup, not at parse
+
+
+def test_a_checkpoint_that_saved_a_retired_argument_still_tests(in_tmp, capsys):
+    """Older versions of the response models took ``mean_responses`` and saved it with their hyperparameters."""
+    args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, *TINY_MODEL_ARGS, *FAST]
+    main(["fit", *args])
+    [last] = in_tmp.glob("runs/*/version_0/checkpoints/last.ckpt")
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["hyper_parameters"]["mean_responses"] = [0.5] * 6
+    torch.save(ckpt, in_tmp / "old.ckpt")
+    main(["test", *args, f"--ckpt_path={in_tmp / 'old.ckpt'}"])
+    assert "test correlation" in capsys.readouterr().out
+    model, _ = registry.load_model_and_data(in_tmp / "old.ckpt")
+    assert "mean_responses" not in model.hparams
+
 def test_simulate_stringer_route_writes_the_stringer_layout(in_tmp, capsys):
     from zoo.data import load_stringer_file
 

@@ -79,6 +79,11 @@ class TensorSplitsDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> TensorBatchDataset:
         raise NotImplementedError
 
+    def __str__(self) -> str:
+        # Lightning's describes every loader, which loads (or simulates) the data; the CLI prints a DataModule when
+        # it skips a link (e.g. num_classes for response data), which must not cost that.
+        return f"{type(self).__name__}(batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size})"
+
     def train_dataloader(self):
         return tensor_loader(self.dataset("train"), self.batch_size, train=True, trainer=self.trainer)
 
