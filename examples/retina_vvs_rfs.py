@@ -6,8 +6,8 @@ the units' RF extent (17 and 25 px for 9x9 kernels), are measured with ``bioviz.
 (the untrained network has zero biases, so its gradient at the all-zero image is exactly 0). Prints a Markdown table
 of the median bar-bank orientedness index, the fraction of RFs above the 95th percentile of white-noise RFs, the
 median isotropy, the median centre-surround index (``bioviz.rf.center_surround``) with the fraction above white
-noise's 95th percentile and the median surround strength, and the mean complexity; writes one figure per model
-(``rfs_<run>.png``, the orientedness index above each tile).
+noise's 95th percentile, the median surround strength and share of the RF a difference of Gaussians explains, and
+the mean complexity; writes one figure per model (``rfs_<run>.png``, the orientedness index above each tile).
 
     python examples/retina_vvs_rfs.py runs/retina_vvs_nbn1_d2/version_0/checkpoints/last.ckpt \\
         runs/retina_vvs_nbn32_d2/version_0/checkpoints/last.ckpt --out docs/retina_vvs
@@ -75,7 +75,8 @@ def main() -> None:
                 rows.append((run, layer, state, len(rfs), float(index.median()),
                              float((index > baseline[size][1]).float().mean()), float(isotropy(rfs).median()),
                              float(ring.index.median()), float((ring.index > baseline[size][3]).float().mean()),
-                             float(ring.surround_strength.median()), float(complexity.mean())))
+                             float(ring.surround_strength.median()), float(ring.explained.median()),
+                             float(complexity.mean())))
             if state == "trained":
                 fig = rf_panels({f"{layer} (n_bn {hparams['n_bn']}, d_vvs {hparams['d_vvs']})": rfs
                                  for layer, (rfs, _) in measured.items()},
@@ -86,11 +87,11 @@ def main() -> None:
 
     print("\n| model | layer | weights | RFs | median orientedness | oriented (above noise 95th pct) | "
           "median isotropy | median centre-surround index | centre-surround (above noise 95th pct) | "
-          "median surround strength | mean complexity |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for run, layer, state, n, index, above, iso, ring, ring_above, strength, complexity in rows:
-        print(f"| {run} | {layer} | {state} | {n} | {index:.2f} | {above:.2f} | {iso:.2f} | {ring:.2f} | "
-              f"{ring_above:.2f} | {strength:.2f} | {complexity:.2f} |")
+          "median surround strength | median share a DoG fit explains | mean complexity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for run, layer, state, n, index, above, iso, ring, ring_above, strength, explained, complexity in rows:
+        print(f"| {run} | {layer} | {state} | {n} | {index:.2f} | {above:.2f} | {iso:.2f} | {ring:.3f} | "
+              f"{ring_above:.2f} | {strength:.2f} | {explained:.2f} | {complexity:.2f} |")
     for size, (median, p95, ring_median, ring_p95) in sorted(baseline.items()):
         print(f"white-noise RFs {size} x {size}: orientedness median {median:.2f}, 95th percentile {p95:.2f}; "
               f"centre-surround index median {ring_median:.3f}, 95th percentile {ring_p95:.3f}")

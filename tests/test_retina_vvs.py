@@ -198,5 +198,5 @@ def test_the_rf_example_tables_each_layer_trained_and_untrained_against_white_no
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| nbn2_d1 |")]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [
         ("bottleneck", "trained"), ("vvs1", "trained"), ("bottleneck", "untrained"), ("vvs1", "untrained")]
-    assert all(len(r) == 11 and r[3].strip() in ("2", "4") for r in rows)  # 2 bottleneck, 4 VVS channels
+    assert all(len(r) == 12 and r[3].strip() in ("2", "4") for r in rows)  # 2 bottleneck, 4 VVS channels
     assert "centre-surround index median" in proc.stdout  # the white-noise baseline of each RF size
