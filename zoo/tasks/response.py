@@ -86,8 +86,10 @@ class ResponseTask(Task):
     def setup(self, stage: str) -> None:
         """Before a fit of a new model, ``initialize_bias`` from the DataModule's ``mean_responses`` (a model that
         loaded weights, from a checkpoint or the zoo, keeps its bias; a resumed run restores it after this)."""
+        if stage != "fit" or self.initialized_from_data:
+            return
         mean = getattr(self.trainer.datamodule, "mean_responses", None)
-        if stage != "fit" or self.initialized_from_data or mean is None:
+        if mean is None:
             return
         mean = torch.as_tensor(mean, dtype=torch.float32)
         if mean.shape != (self.n_neurons,):
