@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.metrics import PerNeuronCorrelation, RepeatOracle
+from zoo.metrics import PerNeuronCorrelation, RepeatOracle, TrialMetrics
 
 
 def numpy_corr(x, y):
@@ -87,3 +87,77 @@ def test_oracle_of_noise_free_repeats_is_one_and_needs_repeats():
     torch.testing.assert_close(oracle.compute(), torch.ones(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="R >= 2"):
         oracle.update(torch.randn(30, 1, 2))
+
+
+def sensorium_reference(trials, preds):
+    """The Sensorium 2022 evaluation (neuralpredictors' ``fev`` and the website's correlations), written out with
+    numpy for one neuron: ``trials`` a list over images of 1-D arrays of repeats, ``preds`` one value per image."""
+    r = np.concatenate(trials)
+    p = np.concatenate([np.full(len(t), v) for t, v in zip(trials, preds, strict=True)])
+    noise = np.mean([np.var(t, ddof=1) for t in trials if len(t) >= 2])
+    total = np.var(r, ddof=1)
+    mse = np.mean((r - p) ** 2)
+    return {"single_trial_corr": np.corrcoef(p, r)[0, 1], "fev": (total - noise) / total,
+            "feve": 1 - (mse - noise) / (total - noise)}
+
+
+def test_trial_metrics_match_the_sensorium_formulas_with_missing_trials_and_any_sharding():
+    rng = np.random.default_rng(3)
+    n_images, max_repeats, n_neurons = 40, 10, 5
+    rates = rng.gamma(2.0, 1.0, size=(n_images, n_neurons))
+    responses = rng.poisson(rates[:, None, :].repeat(max_repeats, 1)).astype(float)
+    repeats = rng.integers(2, max_repeats + 1, size=(n_images, n_neurons))  # a different count per image and neuron
+    responses[np.arange(max_repeats)[None, :, None] >= repeats[:, None, :]] = np.nan
+    responses[:12, :, 4] = np.nan  # neuron 4 was never shown the first 12 images (as in Cadena et al.'s data)
+    preds = rates + rng.normal(0, 0.5, size=rates.shape)
+    metric = TrialMetrics(n_neurons)
+    for part in np.array_split(np.arange(n_images), 3):  # batches of unequal size
+        metric.update(torch.tensor(preds[part], dtype=torch.float32), torch.tensor(responses[part]))
+    got = metric.compute()
+    for neuron in range(n_neurons):
+        images = [i for i in range(n_images) if not np.isnan(responses[i, :, neuron]).all()]
+        trials = [responses[i, :repeats[i, neuron], neuron] for i in images]
+        want = sensorium_reference(trials, preds[images, neuron].astype(np.float32))
+        for key, value in want.items():
+            assert float(got[key][neuron]) == pytest.approx(value, rel=1e-6, abs=1e-9), (key, neuron)
+    # Two shards merged as DDP merges them give the same numbers.
+    a, b = TrialMetrics(n_neurons), TrialMetrics(n_neurons)
+    a.update(torch.tensor(preds[:7], dtype=torch.float32), torch.tensor(responses[:7]))
+    b.update(torch.tensor(preds[7:], dtype=torch.float32), torch.tensor(responses[7:]))
+    a.merge_state(b)
+    for key, value in a.compute().items():
+        torch.testing.assert_close(value, got[key])
+
+
+def test_trial_metrics_of_a_perfect_model_of_noise_free_rates():
+    rates = torch.rand(30, 4) + 0.5
+    responses = rates[:, None, :] + 0.1 * torch.randn(30, 6, 4)  # the same noise level for every image
+    metric = TrialMetrics(4)
+    metric.update(rates, responses)
+    got = metric.compute()
+    assert (got["feve"] > 0.9).all() and (got["fev"] > 0.5).all()  # the true rates explain what can be explained
+    metric.reset()
+    metric.update(torch.zeros(30, 4) + rates.mean(0), responses)  # a model that knows only each neuron's mean
+    assert (metric.compute()["feve"].abs() < 0.1).all()
+    with pytest.raises(ValueError, match=r"expected preds \[B, n\] and responses \[B, R, n\]"):
+        metric.update(rates, rates)
+
+
+def test_correlation_and_oracle_skip_trials_that_were_not_recorded():
+    g = torch.Generator().manual_seed(0)
+    responses = torch.randn(50, 4, 3, generator=g) + torch.linspace(0, 3, 50)[:, None, None]
+    full = RepeatOracle(3)
+    full.update(responses[:, :2])
+    holes = responses.clone()
+    holes[:, 2:] = float("nan")  # only two repeats recorded
+    oracle = RepeatOracle(3)
+    oracle.update(holes)
+    torch.testing.assert_close(oracle.compute(), full.compute())
+    preds, target = torch.randn(50, 3, generator=g), responses[:, 0]
+    partial = target.clone()
+    partial[:10, 1] = float("nan")
+    corr = PerNeuronCorrelation(3)
+    corr.update(preds, partial)
+    ref = PerNeuronCorrelation(3)
+    ref.update(preds[10:], target[10:])
+    assert float(corr.compute()[1]) == pytest.approx(float(ref.compute()[1]))

@@ -57,6 +57,8 @@ def test_training_improves_fit_and_test_reports_the_oracle(tmp_path):
     assert results["test/fraction_oracle"] == pytest.approx(results["test/corr"] / results["test/oracle"], rel=1e-5)
     assert 0 < results["test/oracle_true"] <= 1
     assert model.test_summary.startswith(f"test correlation {results['test/corr']:.3f}")
+    assert 0 < results["test/corr_single_trial"] < results["test/corr"]  # single trials are noisier than averages
+    assert -1 < results["test/feve"] <= 1 and f"FEVE {results['test/feve']:.3f}" in model.test_summary
 
 
 def test_checkpoint_rebuilds_model_from_hyperparameters(tmp_path):
@@ -128,3 +130,20 @@ def test_a_new_model_starts_its_bias_at_the_training_means_and_a_loaded_one_keep
     wrong = CNNV1(n_neurons=dm.n_neurons + 1, in_shape=dm.in_shape, **TINY_CNN)
     with pytest.raises(ShapeMismatchError, match="predicts 7 neurons but the data's mean responses are for 6"):
         trainer(tmp_path, max_steps=0).fit(wrong, datamodule=dm)
+
+
+@pytest.mark.parametrize("loss", ["poisson", "mse", "mean_mse"])
+def test_losses_skip_responses_that_were_not_recorded_and_keep_gradients_finite(loss):
+    from zoo.tasks.response import LOSSES
+
+    pred = (torch.rand(4, 5) + 0.5).requires_grad_()
+    target = torch.rand(4, 5)
+    holes = target.clone()
+    holes[1, 2] = holes[3, 0] = float("nan")
+    value = LOSSES[loss](pred, holes)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(pred.grad).all()
+    assert pred.grad[1, 2] == 0 and pred.grad[3, 0] == 0
+    for row in range(4):
+        seen = ~holes[row].isnan()
+        torch.testing.assert_close(value[row], LOSSES[loss](pred[row:row + 1, seen], target[row:row + 1, seen])[0])

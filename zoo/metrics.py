@@ -1,8 +1,12 @@
-"""Metrics for neural-response models: per-neuron correlation over a whole set, and the repeat-based oracle.
+"""Metrics for neural-response models: per-neuron correlation over a whole set, the repeat-based oracle, and the
+benchmarks' explainable-variance measures over single trials.
 
-Both keep float64 sufficient statistics summed over batches and, under DDP, over ranks. This is exact for any split
+All keep float64 sufficient statistics summed over batches and, under DDP, over ranks. This is exact for any split
 of the data into batches and shards (given that no sample is seen twice), and avoids the float32 trap of
 ``torchmetrics.PearsonCorrCoef``, which returns NaN once a variance drops below ~3.5e-4.
+
+A NaN response is a trial that was not recorded (public datasets mark so the repeats a neuron did not get, or the
+images it was not shown): every metric here skips it, neuron by neuron.
 """
 
 from __future__ import annotations
@@ -10,14 +14,15 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-__all__ = ["PerNeuronCorrelation", "RepeatOracle"]
+__all__ = ["PerNeuronCorrelation", "RepeatOracle", "TrialMetrics"]
 
 
 class PerNeuronCorrelation(Metric):
     """Pearson correlation of each neuron's prediction with its response over all samples seen.
 
-    ``update(preds [B, n], target [B, n])``; ``compute() -> [n]``. A neuron whose prediction or target SD is below
-    ``min_sd`` gets 0 (as the Ecker et al. evaluation does), never NaN.
+    ``update(preds [B, n], target [B, n])``; ``compute() -> [n]``. Pairs whose target is NaN are left out of that
+    neuron's sums. A neuron whose prediction or target SD is below ``min_sd`` gets 0 (as the Ecker et
+    al. evaluation does), never NaN.
     """
 
     full_state_update = False
@@ -26,8 +31,7 @@ class PerNeuronCorrelation(Metric):
     def __init__(self, n_neurons: int, min_sd: float = 1e-5, **kwargs):
         super().__init__(**kwargs)
         self.min_sd = min_sd
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"):
+        for name in ("count", "sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"):
             self.add_state(name, torch.zeros(n_neurons, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
@@ -35,7 +39,9 @@ class PerNeuronCorrelation(Metric):
             raise ValueError(f"expected preds and target of equal shape [B, n], got {tuple(preds.shape)} "
                              f"and {tuple(target.shape)}")
         x, y = preds.detach().double(), target.detach().double()
-        self.count += x.shape[0]
+        seen = ~y.isnan()
+        x, y = torch.where(seen, x, 0.0), torch.where(seen, y, 0.0)
+        self.count += seen.sum(0)
         self.sum_x += x.sum(0)
         self.sum_y += y.sum(0)
         self.sum_xx += (x * x).sum(0)
@@ -58,8 +64,9 @@ class RepeatOracle(Metric):
     """Ceiling on the correlation with repeat-averaged responses: sqrt(FEV) per neuron.
 
     ``update(responses [B, R, n])`` with R >= 2 repeats of each of the B images. With m the repeat mean,
-    FEV = (Var_images(m) - noise) / Var_images(m), noise = mean_images(Var_repeats) / R, as in the evaluation of
-    Ecker et al. 2019 (docs/data.md).
+    FEV = (Var_images(m) - noise) / Var_images(m), noise = mean_images(Var_repeats / R), as in the evaluation of
+    Ecker et al. 2019 (docs/data.md). Where repeats are missing (NaN), each neuron uses the images it has at least
+    two repeats of, each with its own R.
     ``compute() -> [n]`` returns sqrt(max(FEV, 0)).
     """
 
@@ -68,24 +75,92 @@ class RepeatOracle(Metric):
 
     def __init__(self, n_neurons: int, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("sum_m", "sum_mm", "sum_noise"):
+        for name in ("count", "sum_m", "sum_mm", "sum_noise"):
             self.add_state(name, torch.zeros(n_neurons, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, responses: torch.Tensor) -> None:
         if responses.ndim != 3 or responses.shape[1] < 2:
             raise ValueError(f"expected responses [B, R >= 2, n], got {tuple(responses.shape)}")
-        y = responses.detach().double()
-        repeats = y.shape[1]
-        m = y.mean(1)
-        self.count += y.shape[0]
-        self.sum_m += m.sum(0)
-        self.sum_mm += (m * m).sum(0)
-        self.sum_noise += (y.var(1, unbiased=True) / repeats).sum(0)
+        m, var, repeats = _repeat_moments(responses)
+        used = repeats >= 2
+        self.count += used.sum(0)
+        self.sum_m += torch.where(used, m, 0.0).sum(0)
+        self.sum_mm += torch.where(used, m * m, 0.0).sum(0)
+        self.sum_noise += torch.where(used, var / repeats.clamp_min(1), 0.0).sum(0)
 
     def compute(self) -> torch.Tensor:
-        n = self.count
+        n = self.count.clamp_min(1)
         total = (self.sum_mm - self.sum_m**2 / n) / (n - 1).clamp_min(1)
         noise = self.sum_noise / n.clamp_min(1)
         fev = torch.where(total > 0, 1 - noise / total.clamp_min(1e-30), torch.zeros_like(total))
         return fev.clamp_min(0).sqrt()
+
+
+def _repeat_moments(responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and neuron of ``responses [B, R, n]`` (NaN = a trial not recorded): the mean over the recorded
+    repeats, their variance (ddof 1; 0 where fewer than 2) and their number, all ``[B, n]`` float64."""
+    y = responses.detach().double()
+    seen = ~y.isnan()
+    k = seen.sum(1).double()
+    y0 = torch.where(seen, y, 0.0)
+    m = y0.sum(1) / k.clamp_min(1)
+    ss = torch.where(seen, (y0 - m[:, None]) ** 2, 0.0).sum(1)
+    return m, ss / (k - 1).clamp_min(1), k
+
+
+class TrialMetrics(Metric):
+    """What the public benchmarks score on single trials with repeats (Sensorium 2022; Cadena et al. 2019), per
+    neuron, from ``update(preds [B, n], responses [B, R, n])`` (a model predicts one response per image; each of its
+    R repeats is a trial; NaN marks a trial not recorded):
+
+    - ``single_trial_corr``: Pearson r of prediction and response over all recorded trials;
+    - ``fev``: fraction of explainable variance, (total - noise) / total, with ``total`` the variance of all recorded
+      trials and ``noise`` the mean over images of the variance across an image's repeats (images with at least 2);
+    - ``feve``: fraction of explainable variance explained, 1 - (MSE - noise) / (total - noise), MSE over all trials.
+
+    Variances use ddof 1 and each image counts once in ``noise`` whatever its number of repeats, as the Sensorium
+    evaluation code computes them (neuralpredictors' ``fev``). ``compute()`` returns a dict of ``[n]`` tensors.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, n_neurons: int, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("trials", "sum_p", "sum_r", "sum_pp", "sum_rr", "sum_pr", "noise_images", "sum_noise"):
+            self.add_state(name, torch.zeros(n_neurons, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, responses: torch.Tensor) -> None:
+        if responses.ndim != 3 or preds.shape != (responses.shape[0], responses.shape[2]):
+            raise ValueError(f"expected preds [B, n] and responses [B, R, n], got {tuple(preds.shape)} and "
+                             f"{tuple(responses.shape)}")
+        r = responses.detach().double()
+        seen = ~r.isnan()
+        p = preds.detach().double()[:, None].expand_as(r)
+        r, p = torch.where(seen, r, 0.0), torch.where(seen, p, 0.0)
+        self.trials += seen.sum((0, 1))
+        self.sum_p += p.sum((0, 1))
+        self.sum_r += r.sum((0, 1))
+        self.sum_pp += (p * p).sum((0, 1))
+        self.sum_rr += (r * r).sum((0, 1))
+        self.sum_pr += (p * r).sum((0, 1))
+        _, var, repeats = _repeat_moments(responses)
+        used = repeats >= 2
+        self.noise_images += used.sum(0)
+        self.sum_noise += torch.where(used, var, 0.0).sum(0)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.trials.clamp_min(1)
+        mean_p, mean_r = self.sum_p / n, self.sum_r / n
+        cov = self.sum_pr / n - mean_p * mean_r
+        var_p = (self.sum_pp / n - mean_p**2).clamp_min(0)
+        var_r = (self.sum_rr / n - mean_r**2).clamp_min(0)
+        corr = cov / (var_p * var_r).sqrt().clamp_min(1e-30)
+        total = var_r * n / (n - 1).clamp_min(1)
+        noise = self.sum_noise / self.noise_images.clamp_min(1)
+        mse = (self.sum_pp - 2 * self.sum_pr + self.sum_rr) / n
+        fev = torch.where(total > 0, (total - noise) / total.clamp_min(1e-30), torch.zeros_like(total))
+        explainable = total - noise
+        feve = torch.where(explainable > 0, 1 - (mse - noise) / explainable.clamp_min(1e-30),
+                           torch.full_like(total, float("nan")))
+        return {"single_trial_corr": corr.clamp(-1, 1), "fev": fev, "feve": feve}

@@ -14,31 +14,42 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from zoo.errors import ShapeMismatchError
-from zoo.metrics import PerNeuronCorrelation, RepeatOracle
+from zoo.metrics import PerNeuronCorrelation, RepeatOracle, TrialMetrics
 from zoo.tasks.base import Task
 
 __all__ = ["CoreReadoutModel", "ResponseTask", "poisson_loss", "mse_loss", "mean_mse_loss", "LOSSES"]
 
 
+def _recorded(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``target`` was recorded (not NaN), and the target with the rest zeroed: a loss masks those entries
+    out, and no NaN reaches its gradient."""
+    seen = ~target.isnan()
+    return seen, torch.where(seen, target, torch.zeros_like(target))
+
+
 def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Poisson negative log-likelihood (up to a constant) summed over neurons, one value per sample.
+    """Poisson negative log-likelihood (up to a constant) summed over the recorded neurons, one value per sample.
 
     Linear in ``target``, so the loss on repeat-averaged responses equals the mean loss over repeats.
     """
-    return (pred - target * torch.log(pred + 1e-5)).sum(-1)
+    seen, target = _recorded(target)
+    return torch.where(seen, pred - target * torch.log(pred + 1e-5), 0.0).sum(-1)
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over neurons, one value per sample."""
-    return ((pred - target) ** 2).sum(-1)
+    """Squared error summed over the recorded neurons, one value per sample."""
+    seen, target = _recorded(target)
+    return torch.where(seen, (pred - target) ** 2, 0.0).sum(-1)
 
 
 def mean_mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error averaged over neurons, one value per sample; its batch mean is ``nn.MSELoss()``."""
-    return ((pred - target) ** 2).mean(-1)
+    """Squared error averaged over the recorded neurons, one value per sample; its batch mean is ``nn.MSELoss()``."""
+    seen, target = _recorded(target)
+    return torch.where(seen, (pred - target) ** 2, 0.0).sum(-1) / seen.sum(-1).clamp_min(1)
 
 
 LOSSES = {"poisson": poisson_loss, "mse": mse_loss, "mean_mse": mean_mse_loss}
+FEV_THRESHOLD = 0.15  # test/feve averages the neurons with at least this much explainable variance (Sensorium 2022)
 
 
 def _loaded(module: ResponseTask, incompatible_keys) -> None:
@@ -52,9 +63,12 @@ class ResponseTask(Task):
     Logged: ``train/loss`` (data loss + penalties), ``train/data_loss``, ``val/loss`` (data loss only, the metric the
     checkpoint keeps the best of), ``val/corr`` and ``val/corr_median`` (per-neuron Pearson r over the whole
     validation set); on test: ``test/loss``, ``test/corr`` and ``test/corr_median`` against the repeat-averaged
-    responses, ``test/oracle`` (mean sqrt(FEV)) and ``test/fraction_oracle`` = test/corr / test/oracle, and for
-    simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the repeat average) and
-    ``test/fraction_oracle_true``. After a test, ``test_summary`` says the same in one line.
+    responses ("correlation to average"), ``test/corr_single_trial`` (against every recorded trial), with repeats
+    ``test/oracle`` (mean sqrt(FEV)), ``test/fraction_oracle`` = test/corr / test/oracle and ``test/feve`` (fraction
+    of explainable variance explained, mean over the neurons with FEV >= 0.15, as Sensorium 2022 reports it; see
+    ``zoo.metrics.TrialMetrics``), and for simulated data with known rates ``test/oracle_true`` (correlation of the
+    true rates with the repeat average) and ``test/fraction_oracle_true``. After a test, ``test_summary`` says the
+    same in one line. NaN responses are trials that were not recorded: losses and metrics skip them.
     """
 
     monitor = "val/loss"
@@ -75,6 +89,7 @@ class ResponseTask(Task):
         self.test_corr = PerNeuronCorrelation(n_neurons)
         self.test_oracle = RepeatOracle(n_neurons)
         self.test_oracle_true = PerNeuronCorrelation(n_neurons)
+        self.test_trials = TrialMetrics(n_neurons)
         self.test_summary: str | None = None
         self.initialized_from_data = False  # True once the data or a state dict has set the weights
         self.register_load_state_dict_post_hook(_loaded)
@@ -121,7 +136,7 @@ class ResponseTask(Task):
         self.val_corr.reset()
 
     def on_test_epoch_start(self):
-        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true):
+        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true, self.test_trials):
             metric.reset()
 
     def validation_step(self, batch, batch_idx):
@@ -139,10 +154,11 @@ class ResponseTask(Task):
     def test_step(self, batch, batch_idx):
         images, responses = batch[0], batch[1]
         repeats = responses if responses.ndim == 3 else responses.unsqueeze(1)
-        average = repeats.mean(1)
+        average = repeats.nanmean(1)
         pred = self._predict(images, average)
         self.test_loss.update(self.loss_fn(pred, average))
         self.test_corr.update(pred, average)
+        self.test_trials.update(pred, repeats)
         if repeats.shape[1] >= 2:
             self.test_oracle.update(repeats)
         if len(batch) > 2:
@@ -150,11 +166,15 @@ class ResponseTask(Task):
 
     def on_test_epoch_end(self):
         corr = self.test_corr.compute()
+        trials = self.test_trials.compute()
         results = {"test/loss": self.test_loss.compute(), "test/corr": corr.mean(),
-                   "test/corr_median": corr.median()}
+                   "test/corr_median": corr.median(), "test/corr_single_trial": trials["single_trial_corr"].mean()}
         if self.test_oracle.update_called:
             results["test/oracle"] = self.test_oracle.compute().mean()
             results["test/fraction_oracle"] = results["test/corr"] / results["test/oracle"]
+            explainable = trials["fev"] >= FEV_THRESHOLD
+            if explainable.any():
+                results["test/feve"] = trials["feve"][explainable].mean()
         if self.test_oracle_true.update_called:
             results["test/oracle_true"] = self.test_oracle_true.compute().mean()
             results["test/fraction_oracle_true"] = results["test/corr"] / results["test/oracle_true"]
@@ -164,6 +184,8 @@ class ResponseTask(Task):
         if "test/oracle" in results:
             summary += (f"; oracle {results['test/oracle']:.3f} (sqrt FEV), "
                         f"fraction of oracle {results['test/fraction_oracle']:.3f}")
+        if "test/feve" in results:
+            summary += f"; FEVE {results['test/feve']:.3f}"
         if "test/oracle_true" in results:
             summary += (f"; true-rate oracle {results['test/oracle_true']:.3f}, "
                         f"fraction {results['test/fraction_oracle_true']:.3f}")
