@@ -1,8 +1,9 @@
 """The ``bioviz`` command line.
 
 ``bioviz fit|validate|test|predict`` is LightningCLI in subclass mode: a config or the command line picks any
-LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH`` and
-``bioviz simulate-stringer PATH`` write simulated populations as data files; ``bioviz zoo ...`` is the model zoo.
+LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH``,
+``bioviz simulate-stringer PATH`` and ``bioviz simulate-sensorium PATH`` write simulated populations as data files;
+``bioviz zoo ...`` is the model zoo.
 """
 
 from __future__ import annotations
@@ -329,14 +330,17 @@ SIMULATIONS = {
     "simulate-v1": ("simulate_v1", "write_synthetic_v1", "a simulated V1 population as a neural-response .npz"),
     "simulate-stringer": ("simulate_stringer", "write_simulated_stringer",
                           "a simulated orientation-tuned population as an .npz in the Stringer layout"),
+    "simulate-sensorium": ("write_simulated_sensorium", "write_simulated_sensorium",
+                           "a simulated V1 population as a zip in the Sensorium 2022 layout (PATH: a .zip, or a "
+                           "folder for a zip named like a real scan)"),
 }
 
 
 def simulate_command(name: str, argv: list[str]) -> None:
     simulate, write, what = SIMULATIONS[name]
     parser = ArgumentParser(prog=f"bioviz {name}", description=f"Write {what}.")
-    parser.add_argument("path", help="where to write the .npz")
-    parser.add_function_arguments(getattr(zoo.data, simulate))
+    parser.add_argument("path", help="where to write the file")
+    parser.add_function_arguments(getattr(zoo.data, simulate), skip={"path"})
     args = parser.parse_args(argv).as_dict()
     path = getattr(zoo.data, write)(args.pop("path"), **args)
     print(f"wrote {path}")

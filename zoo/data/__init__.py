@@ -14,6 +14,7 @@ from zoo.data.responses import (
     normalise_responses,
     validate_response_arrays,
 )
+from zoo.data.sensorium import SensoriumDataModule, read_sensorium_scan, write_simulated_sensorium
 from zoo.data.stringer import (
     SimulatedStringerDataModule,
     StringerDataModule,
@@ -32,6 +33,7 @@ __all__ = [
     "LissomDataModule",
     "NeuralResponseDataModule",
     "ResponseDataModule",
+    "SensoriumDataModule",
     "SimulatedStringerDataModule",
     "StringerDataModule",
     "SyntheticV1DataModule",
@@ -40,12 +42,14 @@ __all__ = [
     "load_stringer_file",
     "map_gratings",
     "normalise_responses",
+    "read_sensorium_scan",
     "simulate_stringer",
     "shift_and_flip",
     "simulate_v1",
     "tilt_gratings",
     "validate_response_arrays",
     "validate_stringer_arrays",
+    "write_simulated_sensorium",
     "write_simulated_stringer",
     "write_synthetic_v1",
 ]
