@@ -80,6 +80,7 @@ def test_the_test_tier_is_grouped_by_image_with_missing_repeats_as_nan(scan, tmp
     assert responses.shape == (5, 3, 5) and dm.in_shape == [4, 16, 16]
     repeats = (~responses[:, :, 0].isnan()).sum(1).sort().values.tolist()
     assert repeats == [1, 2, 3, 3, 3]
+    assert dm.tensors["rates_test"].shape == (5, 5) and dm.tensors["rates_test"].isfinite().all()
     from_zip = SensoriumDataModule(str(scan), scale=1.0, behavior=True)
     torch.testing.assert_close(from_zip.tensors["images_train"], dm.tensors["images_train"])  # zip = folder
 
@@ -139,3 +140,18 @@ def test_simulate_sensorium_writes_a_scan_named_like_a_real_one(tmp_path):
                 "--n_val=4", "--n_test=2", "--n_repeats=2"], cwd=tmp_path)
     [written] = tmp_path.glob("static*-GrayImageNet-*.zip")
     assert SensoriumDataModule(str(written), scale=1.0).n_neurons == 4
+
+
+def test_a_model_tests_on_a_scan_with_the_benchmarks_metrics(scan, tmp_path):
+    import lightning.pytorch as pl
+
+    from zoo.models import CNNV1
+
+    dm = SensoriumDataModule(str(scan), scale=1.0, batch_size=10)
+    model = CNNV1(n_neurons=dm.n_neurons, in_shape=dm.in_shape, filter_size=[5, 3, 3], num_filters=[4, 4, 4])
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    results = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert {"test/corr", "test/corr_single_trial", "test/oracle", "test/oracle_true"} <= set(results)
+    assert "correlation" in model.test_summary

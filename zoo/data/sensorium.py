@@ -47,6 +47,7 @@ from zoo.files import atomic_file
 __all__ = ["SensoriumDataModule", "read_sensorium_scan", "write_simulated_sensorium"]
 
 TIERS = {"train": "train", "validation": "val", "test": "test"}
+SIMULATED_RATES = "meta/trials/simulated_rates.npy"  # [N, n]; written by write_simulated_sensorium only
 EXTRAS = {"behavior": 3, "pupil_center": 2}
 
 
@@ -106,6 +107,8 @@ def read_sensorium_scan(path: str | Path, behavior: bool = False, pupil_center: 
     wanted = {"behavior": behavior, "pupil_center": pupil_center}
     keys = ["images", "responses"] + [key for key in EXTRAS if wanted[key]]
     out: dict[str, np.ndarray] = {"tiers": tiers, "image_ids": image_ids, "unit_ids": unit_ids}
+    if SIMULATED_RATES in scan.names:  # only in simulated scans: the noise-free rates, the true-rate ceiling
+        out["rates"] = scan.load(SIMULATED_RATES).astype(np.float32)
     for key in keys:
         found = scan.trials(key)
         if found != n_trials:
@@ -142,13 +145,14 @@ def _normalised(raw: dict[str, np.ndarray], scale: float) -> dict[str, torch.Ten
     threshold = 0.01 * std.mean()
     precision = np.where(std > threshold, 1 / np.where(std > threshold, std, 1), 1 / threshold)
     responses = torch.from_numpy(raw["responses"] * precision).float()
+    rates = torch.from_numpy(raw["rates"] * precision).float() if "rates" in raw else None
     planes = [images]
     for key in EXTRAS:
         if key in raw:
             mean = raw[f"{key}_mean"] if key == "pupil_center" else 0.0  # behaviour is only divided by its std
             values = torch.from_numpy((raw[key] - mean) / raw[f"{key}_std"]).float()
             planes.append(values[:, :, None, None].expand(-1, -1, *images.shape[2:]))
-    return {"images": torch.cat(planes, 1), "responses": responses}
+    return {"images": torch.cat(planes, 1), "responses": responses} | ({"rates": rates} if rates is not None else {})
 
 
 class SensoriumDataModule(ResponseDataModule):
@@ -180,8 +184,10 @@ class SensoriumDataModule(ResponseDataModule):
                 if split != "test":
                     out[f"images_{split}"] = data["images"][index]
                     out[f"responses_{split}"] = data["responses"][index]
-            out["images_test"], out["responses_test"] = _by_image(data, np.flatnonzero(tiers == "test"),
-                                                                  raw["image_ids"])
+            test = _by_image(data, np.flatnonzero(tiers == "test"), raw["image_ids"])
+            out["images_test"], out["responses_test"] = test[:2]
+            if "rates" in data:
+                out["rates_test"] = test[2]
             self._withheld = bool((raw["responses"][tiers == "test"] == 0).all())
             self._tensors = out
         return self._tensors
@@ -194,9 +200,9 @@ class SensoriumDataModule(ResponseDataModule):
 
 
 def _by_image(data: dict[str, torch.Tensor], trials: np.ndarray, image_ids: np.ndarray
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              ) -> tuple[torch.Tensor, ...]:
     """The trials grouped by image: images ``[M, C, H, W]`` and responses ``[M, R, n]``, NaN-padded to the largest
-    number of repeats R."""
+    number of repeats R (and the rates ``[M, n]`` of a simulated scan)."""
     ids, inverse = np.unique(image_ids[trials], return_inverse=True)
     repeats = np.bincount(inverse)
     responses = torch.full((len(ids), int(repeats.max()), data["responses"].shape[1]), float("nan"))
@@ -207,7 +213,8 @@ def _by_image(data: dict[str, torch.Tensor], trials: np.ndarray, image_ids: np.n
             first[image] = trial
         responses[image, slot[image]] = data["responses"][trial]
         slot[image] += 1
-    return data["images"][torch.from_numpy(first)], responses
+    first = torch.from_numpy(first)
+    return (data["images"][first], responses) + ((data["rates"][first],) if "rates" in data else ())
 
 
 def write_simulated_sensorium(path: str | Path, seed: int = 0, n_neurons: int = 100,
@@ -217,7 +224,9 @@ def write_simulated_sensorium(path: str | Path, seed: int = 0, n_neurons: int = 
     """Write a simulated scan in the Sensorium 2022 layout (module docstring) as a zip: the population of
     ``simulate_v1`` (same arguments), its training and validation images shown once each and its test images
     ``n_repeats`` times, in a random trial order as in the real scans. Behaviour and eye position are random and
-    carry no signal. ``path`` is the zip, or a folder in which the zip is named like a real scan."""
+    carry no signal. One file is not in the published layout: ``meta/trials/simulated_rates.npy``, the noise-free
+    rates of the test trials (NaN elsewhere), from which the test reports the true-rate ceiling. ``path`` is the zip,
+    or a folder in which the zip is named like a real scan."""
     arrays = simulate_v1(seed=seed, n_neurons=n_neurons, image_shape=image_shape, n_train=n_train, n_val=n_val,
                          n_test=n_test, n_repeats=n_repeats, images=images, rate_scale=rate_scale)
     rng = np.random.default_rng(seed)
@@ -225,6 +234,8 @@ def write_simulated_sensorium(path: str | Path, seed: int = 0, n_neurons: int = 
     test_responses = arrays["responses_test"].transpose(1, 0, 2).reshape(-1, n_neurons)
     trial_images = np.concatenate([arrays["images_train"], arrays["images_val"], test_images])[:, None]
     trial_responses = np.concatenate([arrays["responses_train"], arrays["responses_val"], test_responses])
+    nan = np.full((n_train + n_val, n_neurons), np.nan, dtype=np.float32)  # known for the test images only
+    trial_rates = np.concatenate([nan, np.repeat(arrays["rates_test"], n_repeats, axis=0)])
     tiers = np.array(["train"] * n_train + ["validation"] * n_val + ["test"] * (n_test * n_repeats))
     image_ids = np.concatenate([np.arange(n_train + n_val), np.repeat(np.arange(n_test) + n_train + n_val, n_repeats)])
     order = rng.permutation(len(tiers))  # the real scans' trial files are in random order too
@@ -240,7 +251,8 @@ def write_simulated_sensorium(path: str | Path, seed: int = 0, n_neurons: int = 
         path = path / f"static{90000 + seed}-1-1-GrayImageNet-{seed:032x}.zip"
     top = path.name.removesuffix(".zip")
     files = {"meta/trials/tiers.npy": tiers, "meta/trials/frame_image_id.npy": image_ids,
-             "meta/trials/trial_idx.npy": np.argsort(order), "meta/neurons/unit_ids.npy": np.arange(1, n_neurons + 1)}
+             "meta/trials/trial_idx.npy": np.argsort(order), "meta/neurons/unit_ids.npy": np.arange(1, n_neurons + 1),
+             SIMULATED_RATES: trial_rates[order]}
     train = tiers == "train"
     for key, values in columns.items():
         files.update({f"data/{key}/{i}.npy": values[i] for i in range(len(values))})
