@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from zoo import registry
 from zoo.cli import default_checkpoints, main
-from zoo.data import SyntheticV1DataModule, load_response_file, write_simulated_sensorium, write_simulated_stringer
+from zoo.data import (
+    SyntheticV1DataModule,
+    load_response_file,
+    write_simulated_cadena,
+    write_simulated_sensorium,
+    write_simulated_stringer,
+)
 from zoo.models import CNNV1
 
 from conftest import REPO, TINY_MODEL_ARGS, TINY_SIM, TINY_SIM_ARGS, run_bioviz, use_tiny_cifar, write_image_folder
@@ -29,7 +35,8 @@ def stacked(path: Path) -> bool:
 # whole stack.
 ROTEQUI = REPO / "configs" / "rotequi_v1"
 ROTEQUI_BASE = ROTEQUI / "base.yaml"
-ROTEQUI_DATA = (ROTEQUI / "recordings.yaml", ROTEQUI / "simulated.yaml", ROTEQUI / "sensorium.yaml")
+ROTEQUI_DATA = (ROTEQUI / "recordings.yaml", ROTEQUI / "simulated.yaml", ROTEQUI / "sensorium.yaml",
+                ROTEQUI / "cadena.yaml")
 ROTEQUI_ON_TOP = (ROTEQUI / "science_population.yaml",)
 ROTEQUI_MODELS = sorted(set(ROTEQUI.glob("*.yaml")) - {ROTEQUI_BASE, *ROTEQUI_DATA, *ROTEQUI_ON_TOP})
 ROTEQUI_STACKS = [(ROTEQUI_BASE, data, model) for model in ROTEQUI_MODELS for data in ROTEQUI_DATA]
@@ -43,7 +50,8 @@ STACKS = sorted({registry.model_info(n).recipe.configs for n in registry.list_mo
 # The 32 rotation-equivariant V1 stacks differ mostly in numbers: a few kinds run in the fast suite, the others with
 # -m slow.
 ROTEQUI_FAST = {("recordings.yaml", "fig2_n08.yaml"), ("recordings.yaml", "table1_cnn_32.yaml"),
-                ("simulated.yaml", "transfer.yaml"), ("sensorium.yaml", "table1_cnn_32.yaml")}
+                ("simulated.yaml", "transfer.yaml"), ("sensorium.yaml", "table1_cnn_32.yaml"),
+                ("cadena.yaml", "fig2_n08.yaml")}
 FAST_STACKS = sorted([*((c,) for c in CONFIGS),
                       *(s for s in ROTEQUI_STACKS if (s[1].name, s[2].name) in ROTEQUI_FAST)])
 SLOW_STACKS = [s for s in ROTEQUI_STACKS if s not in FAST_STACKS]
@@ -80,6 +88,9 @@ def data_args(stack, npz: Path, monkeypatch) -> list[str]:
         return TINY_SIM_ARGS
     if data_class == "NeuralResponseDataModule":
         return [f"--data.init_args.path={npz}"]
+    if data_class == "Cadena2019DataModule":  # a tiny file in the published layout
+        path = write_simulated_cadena(npz.parent / "cadena.pkl", n_neurons=6, n_photographs=10)
+        return [f"--data.init_args.path={path}", "--data.init_args.batch_size=16"]
     if data_class == "SensoriumDataModule":  # a tiny scan in the published layout, images at the models' size
         path = write_simulated_sensorium(npz.parent / "scan.zip", n_neurons=6, image_shape=[16, 16], n_train=24,
                                          n_val=8, n_test=4, n_repeats=3)

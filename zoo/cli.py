@@ -2,8 +2,8 @@
 
 ``bioviz fit|validate|test|predict`` is LightningCLI in subclass mode: a config or the command line picks any
 LightningModule in ``zoo.models`` and any DataModule in ``zoo.data`` by class name. ``bioviz simulate-v1 PATH``,
-``bioviz simulate-stringer PATH`` and ``bioviz simulate-sensorium PATH`` write simulated populations as data files;
-``bioviz zoo ...`` is the model zoo.
+``simulate-stringer``, ``simulate-sensorium`` and ``simulate-cadena`` write simulated populations as data files in
+those layouts; ``bioviz zoo ...`` is the model zoo.
 """
 
 from __future__ import annotations
@@ -333,6 +333,8 @@ SIMULATIONS = {
     "simulate-sensorium": ("write_simulated_sensorium", "write_simulated_sensorium",
                            "a simulated V1 population as a zip in the Sensorium 2022 layout (PATH: a .zip, or a "
                            "folder for a zip named like a real scan)"),
+    "simulate-cadena": ("write_simulated_cadena", "write_simulated_cadena",
+                        "a simulated V1 population as a pickle in the layout of the Cadena et al. (2019) data"),
 }
 
 

@@ -1,5 +1,6 @@
 """LightningDataModules and file formats."""
 
+from zoo.data.cadena import Cadena2019DataModule, read_cadena_file, write_simulated_cadena
 from zoo.data.images import (
     CIFAR10DataModule,
     ImageClassificationDataModule,
@@ -28,6 +29,7 @@ from zoo.data.tilt import TiltGratingsDataModule, tilt_gratings
 
 __all__ = [
     "CIFAR10DataModule",
+    "Cadena2019DataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
     "LissomDataModule",
@@ -42,6 +44,7 @@ __all__ = [
     "load_stringer_file",
     "map_gratings",
     "normalise_responses",
+    "read_cadena_file",
     "read_sensorium_scan",
     "simulate_stringer",
     "shift_and_flip",
@@ -49,6 +52,7 @@ __all__ = [
     "tilt_gratings",
     "validate_response_arrays",
     "validate_stringer_arrays",
+    "write_simulated_cadena",
     "write_simulated_sensorium",
     "write_simulated_stringer",
     "write_synthetic_v1",

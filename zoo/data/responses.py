@@ -144,7 +144,7 @@ class ResponseDataModule(TensorSplitsDataModule):
 
     @property
     def mean_responses(self) -> list[float]:
-        return self.tensors["responses_train"].mean(0).tolist()
+        return self.tensors["responses_train"].nanmean(0).tolist()  # NaN: trials not recorded
 
     def dataset(self, split: str) -> TensorBatchDataset:
         t = self.tensors

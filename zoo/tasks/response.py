@@ -64,10 +64,11 @@ class ResponseTask(Task):
     checkpoint keeps the best of), ``val/corr`` and ``val/corr_median`` (per-neuron Pearson r over the whole
     validation set); on test: ``test/loss``, ``test/corr`` and ``test/corr_median`` against the repeat-averaged
     responses ("correlation to average"), ``test/corr_single_trial`` (against every recorded trial), with repeats
-    ``test/oracle`` (mean sqrt(FEV)), ``test/fraction_oracle`` = test/corr / test/oracle and ``test/feve`` (fraction
+    ``test/oracle`` (mean sqrt(FEV)), ``test/fraction_oracle`` = test/corr / test/oracle, ``test/feve`` (fraction
     of explainable variance explained, mean over the neurons with FEV >= 0.15, as Sensorium 2022 reports it; see
-    ``zoo.metrics.TrialMetrics``), and for simulated data with known rates ``test/oracle_true`` (correlation of the
-    true rates with the repeat average) and ``test/fraction_oracle_true``. After a test, ``test_summary`` says the
+    ``zoo.metrics.TrialMetrics``) and ``test/feve_all`` (the mean over all neurons, as Cadena et al. 2019 report
+    it), and for simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the repeat
+    average) and ``test/fraction_oracle_true``. After a test, ``test_summary`` says the
     same in one line. NaN responses are trials that were not recorded: losses and metrics skip them.
     """
 
@@ -175,6 +176,7 @@ class ResponseTask(Task):
             explainable = trials["fev"] >= FEV_THRESHOLD
             if explainable.any():
                 results["test/feve"] = trials["feve"][explainable].mean()
+            results["test/feve_all"] = trials["feve"].nanmean()
         if self.test_oracle_true.update_called:
             results["test/oracle_true"] = self.test_oracle_true.compute().mean()
             results["test/fraction_oracle_true"] = results["test/corr"] / results["test/oracle_true"]
