@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from zoo.layers import (
     READOUTS,
+    GaussianReadout,
     SpatialL1FeatureL2Readout,
     SpatialXFeatureReadout,
     SpatialXFeatureTransferReadout,
@@ -91,8 +92,34 @@ def test_build_readout_gives_each_readout_the_options_its_table_row_names():
     assert type(separate) is SpatialL1FeatureL2Readout and (separate.mask_sparsity, separate.feature_l2) == (5.0, 6.0)
     transfer = build_readout("transfer", (4, 5, 5), 6, **options)
     assert type(transfer) is SpatialXFeatureTransferReadout and (transfer.sparsity, transfer.k_transfer) == (2.0, 3)
-    assert set(READOUTS) == {"joint_l1", "l1_mask_l2_features", "transfer"}
-    with pytest.raises(ValueError, match="unknown readout 'gaussian'; choose one of"):
-        build_readout("gaussian", (4, 5, 5), 6)
+    gaussian = build_readout("gaussian", (4, 5, 5), 6, **options)
+    assert type(gaussian) is GaussianReadout and gaussian.feature_l1 == 2.0
+    assert set(READOUTS) == {"joint_l1", "l1_mask_l2_features", "transfer", "gaussian"}
+    with pytest.raises(ValueError, match="unknown readout 'pointwise'; choose one of"):
+        build_readout("pointwise", (4, 5, 5), 6)
     with pytest.raises(TypeError, match="unknown readout options \\['sparsity'\\]"):
         build_readout("joint_l1", (4, 5, 5), 6, sparsity=1.0)
+
+
+
+def test_gaussian_readout_learns_where_each_neuron_looks():
+    torch.manual_seed(0)
+    readout = GaussianReadout((2, 9, 9), 2, init_sigma=0.3)
+    # Neuron 0 responds to channel 0 at row 6, column 2; neuron 1 to channel 1 at row 1, column 7.
+    where = torch.tensor([[2 / 4 - 1, 6 / 4 - 1], [7 / 4 - 1, 1 / 4 - 1]])  # (x, y) in [-1, 1], align_corners
+    optimizer = torch.optim.Adam(readout.parameters(), lr=0.05)
+    for _ in range(300):
+        x = F.avg_pool2d(torch.randn(64, 2, 11, 11), 3, 1)  # smooth maps, so the gradient leads to the spot
+        target = F.softplus(torch.stack([2 * x[:, 0, 6, 2], 2 * x[:, 1, 1, 7]], 1))
+        loss = (readout(x) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert (readout.mu.detach() - where).abs().max() < 0.15  # within about half a pixel
+    readout.eval()
+    x = torch.randn(3, 2, 9, 9)
+    torch.testing.assert_close(readout(x), readout(x))  # evaluation reads the means: no sampling
+    readout.initialize_bias(torch.tensor([0.5, 2.0]))
+    readout.features.data.zero_()
+    torch.testing.assert_close(readout(x), torch.tensor([[0.5, 2.0]] * 3))
+    assert readout.penalty() == 0

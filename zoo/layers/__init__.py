@@ -21,6 +21,7 @@ from zoo.layers.local import LocallyConnected2d
 from zoo.layers.noise import GaussianNoise
 from zoo.layers.readouts import (
     READOUTS,
+    GaussianReadout,
     SpatialL1FeatureL2Readout,
     SpatialXFeatureReadout,
     SpatialXFeatureTransferReadout,
@@ -33,6 +34,7 @@ __all__ = [
     "READOUTS",
     "check_in_shape",
     "GaussianNoise",
+    "GaussianReadout",
     "HermiteConv2d",
     "DivisiveHebbian",
     "DogLGN",

@@ -1,4 +1,5 @@
-"""Per-neuron readouts from a core's feature maps [B, C, H, W] to responses [B, n]."""
+"""Per-neuron readouts from a core's feature maps [B, C, H, W] to responses [B, n]: the factorised readouts of
+Ecker et al. (2019) (a spatial mask x a feature vector) and the Gaussian readout of Lurz et al. (2021)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 __all__ = [
     "READOUTS",
+    "GaussianReadout",
     "SpatialL1FeatureL2Readout",
     "SpatialXFeatureReadout",
     "SpatialXFeatureTransferReadout",
@@ -145,32 +147,83 @@ class SpatialXFeatureTransferReadout(SpatialXFeatureReadout):
         return f"{super().extra_repr()}, k_transfer={self.k_transfer}"
 
 
+
+class GaussianReadout(nn.Module):
+    """The Gaussian readout of Lurz et al. (2021, ICLR, "Generalization in data-driven models of primary visual
+    cortex"), the standard for mouse V1: each neuron reads the feature vector at one learned position of the core's
+    output. Neuron n: ``softplus(sum_c w[n, c] * x[c, p_n] + b[n])`` with ``x[:, p]`` bilinearly interpolated at
+    ``p_n`` (image coordinates in [-1, 1]). In training ``p_n`` is drawn from a Gaussian around the learned mean
+    ``mu[n]`` with a learned SD ``sigma[n]`` (one per neuron, isotropic), so the gradient reaches the position from
+    the neighbourhood of the current one; in evaluation ``p_n = mu[n]``. ``penalty()`` is ``feature_l1`` times the
+    sum of |w| (neuralpredictors' ``feature_reg``). ``mu`` starts uniform in [-``init_mu_range``, ``init_mu_range``],
+    ``sigma`` at ``init_sigma``, ``w`` at 1 / channels; the bias at 0 until ``initialize_bias``."""
+
+    def __init__(self, in_shape: Sequence[int], n_neurons: int, positive_feature_weights: bool = False,
+                 feature_l1: float = 0.0, init_mu_range: float = 0.1, init_sigma: float = 1.0):
+        super().__init__()
+        channels = int(in_shape[0])
+        self.positive_feature_weights, self.feature_l1 = positive_feature_weights, feature_l1
+        self.mu = nn.Parameter(torch.empty(n_neurons, 2).uniform_(-init_mu_range, init_mu_range))
+        self.sigma = nn.Parameter(torch.full((n_neurons,), float(init_sigma)))
+        self.features = nn.Parameter(torch.full((n_neurons, channels), 1.0 / channels))
+        self.bias = nn.Parameter(torch.zeros(n_neurons))
+
+    def positions(self, batch: int) -> torch.Tensor:
+        """``[batch, n, 2]`` in [-1, 1] (x, y as ``grid_sample`` reads them): drawn in training, the means otherwise."""
+        mu = self.mu[None].expand(batch, -1, -1)
+        if self.training:
+            mu = mu + self.sigma.abs()[None, :, None] * torch.randn_like(mu)
+        return mu.clamp(-1, 1)
+
+    def feature_weights(self) -> torch.Tensor:
+        return self.features.abs() if self.positive_feature_weights else self.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.positions(x.shape[0])[:, :, None, :].to(x.dtype)
+        sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)[..., 0]
+        drive = (sampled * self.feature_weights().t()[None].to(x.dtype)).sum(1)  # [B, C, n] -> [B, n]
+        return F.softplus(drive + self.bias)
+
+    @torch.no_grad()
+    def initialize_bias(self, mean_responses: torch.Tensor) -> None:
+        """Bias = inverse_softplus(mean): a neuron whose drive is 0 predicts its mean training response."""
+        mean = torch.as_tensor(mean_responses, dtype=self.bias.dtype, device=self.bias.device)
+        if mean.shape != self.bias.shape:
+            raise ValueError(f"mean_responses has {mean.numel()} values for {self.bias.numel()} neurons")
+        self.bias.copy_(inverse_softplus(mean))
+
+    def penalty(self) -> torch.Tensor:
+        return self.feature_l1 * self.features.abs().sum()
+
+    def extra_repr(self) -> str:
+        return f"neurons={self.mu.shape[0]}, channels={self.features.shape[1]}"
+
+
 # readout name (the ``readout`` argument of the response models) -> its class and the options it takes, as
 # {option name in the models and build_readout: argument name of the class}
-READOUTS: dict[str, tuple[type[SpatialXFeatureReadout], dict[str, str]]] = {
-    "joint_l1": (SpatialXFeatureReadout, {"readout_sparsity": "sparsity"}),
-    "l1_mask_l2_features": (SpatialL1FeatureL2Readout, {"mask_sparsity": "mask_sparsity", "feature_l2": "feature_l2"}),
-    "transfer": (SpatialXFeatureTransferReadout, {"readout_sparsity": "sparsity", "k_transfer": "k_transfer"}),
+READOUTS: dict[str, tuple[type[nn.Module], dict[str, str]]] = {
+    "joint_l1": (SpatialXFeatureReadout, {"positive_feature_weights": "positive_feature_weights",
+                                          "init_masks": "init_masks", "readout_sparsity": "sparsity"}),
+    "l1_mask_l2_features": (SpatialL1FeatureL2Readout, {"positive_feature_weights": "positive_feature_weights",
+                                                        "init_masks": "init_masks", "mask_sparsity": "mask_sparsity",
+                                                        "feature_l2": "feature_l2"}),
+    "transfer": (SpatialXFeatureTransferReadout, {"positive_feature_weights": "positive_feature_weights",
+                                                  "init_masks": "init_masks", "readout_sparsity": "sparsity",
+                                                  "k_transfer": "k_transfer"}),
+    "gaussian": (GaussianReadout, {"positive_feature_weights": "positive_feature_weights",
+                                   "readout_sparsity": "feature_l1"}),
 }
 
 
-def build_readout(
-    readout: str,
-    in_shape: Sequence[int],
-    n_neurons: int,
-    positive_feature_weights: bool = False,
-    init_masks: str = "rand",
-    **options: float,
-) -> SpatialXFeatureReadout:
-    """The readout named ``readout`` (a key of ``READOUTS``). ``options`` are the penalty weights and settings of all
-    readouts (``readout_sparsity``, ``mask_sparsity``, ``feature_l2``, ``k_transfer``), so a model can pass all of
-    its arguments; each readout takes the ones its ``READOUTS`` row names (e.g. ``joint_l1`` only
-    ``readout_sparsity``)."""
+def build_readout(readout: str, in_shape: Sequence[int], n_neurons: int, **options) -> nn.Module:
+    """The readout named ``readout`` (a key of ``READOUTS``). ``options`` are the settings of all readouts
+    (``positive_feature_weights``, ``init_masks``, ``readout_sparsity``, ``mask_sparsity``, ``feature_l2``,
+    ``k_transfer``), so a model can pass all of its arguments; each readout takes the ones its ``READOUTS`` row
+    names (e.g. ``joint_l1`` weights its penalty by ``readout_sparsity``, ``gaussian`` its feature L1 by it)."""
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; choose one of {sorted(READOUTS)}")
     known = {name for _, takes in READOUTS.values() for name in takes}
     if set(options) - known:
         raise TypeError(f"unknown readout options {sorted(set(options) - known)}; known: {sorted(known)}")
     cls, takes = READOUTS[readout]
-    return cls(in_shape, n_neurons, positive_feature_weights=positive_feature_weights, init_masks=init_masks,
-               **{arg: options[name] for name, arg in takes.items() if name in options})
+    return cls(in_shape, n_neurons, **{arg: options[name] for name, arg in takes.items() if name in options})

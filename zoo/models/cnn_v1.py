@@ -23,8 +23,9 @@ class CNNV1(CoreReadoutModel):
     penalties + the readout's penalty. Adam at ``lr``.
 
     ``readout``: ``joint_l1`` (the paper's, weighted by ``readout_sparsity``), ``l1_mask_l2_features`` (weighted by
-    ``mask_sparsity`` and ``feature_l2``) or ``transfer`` (joint L1; only every ``k_transfer``-th neuron trains the
-    core).
+    ``mask_sparsity`` and ``feature_l2``), ``transfer`` (joint L1; only every ``k_transfer``-th neuron trains the
+    core) or ``gaussian`` (Lurz et al. 2021: one learned position per neuron, for mouse data; feature L1 weighted by
+    ``readout_sparsity``).
     """
 
     def __init__(

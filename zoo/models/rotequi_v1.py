@@ -21,7 +21,8 @@ class RotEquiV1(CoreReadoutModel):
 
     ``readout``: ``joint_l1`` (the paper's, weighted by ``readout_sparsity``; ``positive_feature_weights`` for the
     Table 1 variant), ``l1_mask_l2_features`` (the "dense L2 features" variant, weighted by ``mask_sparsity`` and
-    ``feature_l2``) or ``transfer`` (the control: only every ``k_transfer``-th neuron trains the core).
+    ``feature_l2``), ``transfer`` (the control: only every ``k_transfer``-th neuron trains the core) or ``gaussian``
+    (Lurz et al. 2021: one learned position per neuron, for mouse data; feature L1 weighted by ``readout_sparsity``).
     """
 
     def __init__(
