@@ -228,7 +228,8 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for command in ("fit", "validate", "test", "predict", "zoo", "simulate-v1", "simulate-stringer"):
+    for command in ("fit", "validate", "test", "predict", "zoo", "simulate-v1", "simulate-stringer",
+                    "simulate-sensorium", "simulate-cadena"):
         assert f"\n  {command} " in out, command
 
 
