@@ -76,10 +76,12 @@ def test_the_test_tier_is_grouped_by_image_with_missing_repeats_as_nan(scan, tmp
     ids[moved] = 999  # one repeat of the first test image becomes an image of its own
     np.save(folder / "meta/trials/frame_image_id.npy", ids)
     dm = SensoriumDataModule(str(folder), scale=1.0, behavior=True)
+    assert (dm.n_neurons, dm.in_shape, dm._tensors) == (5, [4, 16, 16], None)  # from the metadata: nothing read yet
+    assert SensoriumDataModule(str(folder), scale=0.5).in_shape == [1, 8, 8]
     responses = dm.tensors["responses_test"]
     assert responses.shape == (5, 3, 5) and dm.in_shape == [4, 16, 16]
     repeats = (~responses[:, :, 0].isnan()).sum(1).sort().values.tolist()
-    assert repeats == [1, 2, 3, 3, 3]
+    assert repeats == [1, 2, 3, 3, 3] and list(dm.tensors["images_train"].shape[1:]) == dm.in_shape
     assert dm.tensors["rates_test"].shape == (5, 5) and dm.tensors["rates_test"].isfinite().all()
     from_zip = SensoriumDataModule(str(scan), scale=1.0, behavior=True)
     torch.testing.assert_close(from_zip.tensors["images_train"], dm.tensors["images_train"])  # zip = folder

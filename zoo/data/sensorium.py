@@ -31,6 +31,7 @@ every epoch; at ``scale`` 0.25 the images of a scan take about 60 MB as float32)
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +170,17 @@ class SensoriumDataModule(ResponseDataModule):
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         self.path, self.scale, self.behavior, self.pupil_center = path, scale, behavior, pupil_center
+
+    # Read from the scan's metadata and one image, so that linking them into the model does not read every trial.
+    @property
+    def n_neurons(self) -> int:
+        return len(_Scan(self.path).load("meta/neurons/unit_ids.npy"))
+
+    @property
+    def in_shape(self) -> list[int]:
+        image = _Scan(self.path).load("data/images/0.npy")
+        channels = 1 + 3 * self.behavior + 2 * self.pupil_center
+        return [channels, *(int(math.floor(side * self.scale)) for side in image.shape[-2:])]
 
     @property
     def tensors(self) -> dict[str, torch.Tensor]:
