@@ -159,7 +159,7 @@ class GaussianReadout(nn.Module):
     ``sigma`` at ``init_sigma``, ``w`` at 1 / channels; the bias at 0 until ``initialize_bias``."""
 
     def __init__(self, in_shape: Sequence[int], n_neurons: int, positive_feature_weights: bool = False,
-                 feature_l1: float = 0.0, init_mu_range: float = 0.1, init_sigma: float = 1.0):
+                 feature_l1: float = 0.0, init_mu_range: float = 0.3, init_sigma: float = 0.1):
         super().__init__()
         channels = int(in_shape[0])
         self.positive_feature_weights, self.feature_l1 = positive_feature_weights, feature_l1
