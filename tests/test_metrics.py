@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.metrics import PerNeuronCorrelation, RepeatOracle, TrialMetrics
+from zoo.metrics import ExplainableVariance, PerNeuronCorrelation, RepeatOracle
 
 
 def numpy_corr(x, y):
@@ -101,7 +101,7 @@ def sensorium_reference(trials, preds):
             "feve": 1 - (mse - noise) / (total - noise)}
 
 
-def test_trial_metrics_match_the_sensorium_formulas_with_missing_trials_and_any_sharding():
+def test_explainable_variance_and_single_trial_corr_match_the_sensorium_formulas_with_missing_trials_and_any_sharding():
     rng = np.random.default_rng(3)
     n_images, max_repeats, n_neurons = 40, 10, 5
     rates = rng.gamma(2.0, 1.0, size=(n_images, n_neurons))
@@ -110,10 +110,12 @@ def test_trial_metrics_match_the_sensorium_formulas_with_missing_trials_and_any_
     responses[np.arange(max_repeats)[None, :, None] >= repeats[:, None, :]] = np.nan
     responses[:12, :, 4] = np.nan  # neuron 4 was never shown the first 12 images (as in Cadena et al.'s data)
     preds = rates + rng.normal(0, 0.5, size=rates.shape)
-    metric = TrialMetrics(n_neurons)
+    metric, single = ExplainableVariance(n_neurons), PerNeuronCorrelation(n_neurons)
     for part in np.array_split(np.arange(n_images), 3):  # batches of unequal size
-        metric.update(torch.tensor(preds[part], dtype=torch.float32), torch.tensor(responses[part]))
-    got = metric.compute()
+        p, r = torch.tensor(preds[part], dtype=torch.float32), torch.tensor(responses[part])
+        metric.update(p, r)
+        single.update(p[:, None].expand_as(r).flatten(0, 1), r.flatten(0, 1))  # as ResponseTask's test does
+    got = metric.compute() | {"single_trial_corr": single.compute()}
     for neuron in range(n_neurons):
         images = [i for i in range(n_images) if not np.isnan(responses[i, :, neuron]).all()]
         trials = [responses[i, :repeats[i, neuron], neuron] for i in images]
@@ -121,7 +123,7 @@ def test_trial_metrics_match_the_sensorium_formulas_with_missing_trials_and_any_
         for key, value in want.items():
             assert float(got[key][neuron]) == pytest.approx(value, rel=1e-6, abs=1e-9), (key, neuron)
     # Two shards merged as DDP merges them give the same numbers.
-    a, b = TrialMetrics(n_neurons), TrialMetrics(n_neurons)
+    a, b = ExplainableVariance(n_neurons), ExplainableVariance(n_neurons)
     a.update(torch.tensor(preds[:7], dtype=torch.float32), torch.tensor(responses[:7]))
     b.update(torch.tensor(preds[7:], dtype=torch.float32), torch.tensor(responses[7:]))
     a.merge_state(b)
@@ -129,10 +131,10 @@ def test_trial_metrics_match_the_sensorium_formulas_with_missing_trials_and_any_
         torch.testing.assert_close(value, got[key])
 
 
-def test_trial_metrics_of_a_perfect_model_of_noise_free_rates():
+def test_explainable_variance_of_a_perfect_model_of_noise_free_rates():
     rates = torch.rand(30, 4) + 0.5
     responses = rates[:, None, :] + 0.1 * torch.randn(30, 6, 4)  # the same noise level for every image
-    metric = TrialMetrics(4)
+    metric = ExplainableVariance(4)
     metric.update(rates, responses)
     got = metric.compute()
     assert (got["feve"] > 0.9).all() and (got["fev"] > 0.5).all()  # the true rates explain what can be explained

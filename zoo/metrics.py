@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-__all__ = ["PerNeuronCorrelation", "RepeatOracle", "TrialMetrics"]
+__all__ = ["ExplainableVariance", "PerNeuronCorrelation", "RepeatOracle"]
 
 
 class PerNeuronCorrelation(Metric):
@@ -108,18 +108,19 @@ def _repeat_moments(responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return m, ss / (k - 1).clamp_min(1), k
 
 
-class TrialMetrics(Metric):
-    """What the public benchmarks score on single trials with repeats (Sensorium 2022; Cadena et al. 2019), per
-    neuron, from ``update(preds [B, n], responses [B, R, n])`` (a model predicts one response per image; each of its
-    R repeats is a trial; NaN marks a trial not recorded):
+class ExplainableVariance(Metric):
+    """The fraction of explainable variance the public benchmarks score on single trials with repeats (Sensorium
+    2022; Cadena et al. 2019), per neuron, from ``update(preds [B, n], responses [B, R, n])`` (a model predicts one
+    response per image; each of its R repeats is a trial; NaN marks a trial not recorded):
 
-    - ``single_trial_corr``: Pearson r of prediction and response over all recorded trials;
     - ``fev``: fraction of explainable variance, (total - noise) / total, with ``total`` the variance of all recorded
       trials and ``noise`` the mean over images of the variance across an image's repeats (images with at least 2);
-    - ``feve``: fraction of explainable variance explained, 1 - (MSE - noise) / (total - noise), MSE over all trials.
+    - ``feve``: fraction of explainable variance explained, 1 - (MSE - noise) / (total - noise), MSE over all trials
+      (NaN where nothing is explainable).
 
     Variances use ddof 1 and each image counts once in ``noise`` whatever its number of repeats, as the Sensorium
-    evaluation code computes them (neuralpredictors' ``fev``). ``compute()`` returns a dict of ``[n]`` tensors.
+    evaluation code computes them (neuralpredictors' ``fev``). ``compute()`` returns ``{"fev": [n], "feve": [n]}``.
+    (The benchmarks' single-trial correlation is ``PerNeuronCorrelation`` over the trials.)
     """
 
     full_state_update = False
@@ -127,7 +128,7 @@ class TrialMetrics(Metric):
 
     def __init__(self, n_neurons: int, **kwargs):
         super().__init__(**kwargs)
-        for name in ("trials", "sum_p", "sum_r", "sum_pp", "sum_rr", "sum_pr", "noise_images", "sum_noise"):
+        for name in ("trials", "sum_r", "sum_rr", "sum_sq_error", "noise_images", "sum_noise"):
             self.add_state(name, torch.zeros(n_neurons, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, responses: torch.Tensor) -> None:
@@ -136,14 +137,12 @@ class TrialMetrics(Metric):
                              f"{tuple(responses.shape)}")
         r = responses.detach().double()
         seen = ~r.isnan()
-        p = preds.detach().double()[:, None].expand_as(r)
-        r, p = torch.where(seen, r, 0.0), torch.where(seen, p, 0.0)
+        r = torch.where(seen, r, 0.0)
+        error = torch.where(seen, r - preds.detach().double()[:, None], 0.0)
         self.trials += seen.sum((0, 1))
-        self.sum_p += p.sum((0, 1))
         self.sum_r += r.sum((0, 1))
-        self.sum_pp += (p * p).sum((0, 1))
         self.sum_rr += (r * r).sum((0, 1))
-        self.sum_pr += (p * r).sum((0, 1))
+        self.sum_sq_error += (error * error).sum((0, 1))
         _, var, repeats = _repeat_moments(responses)
         used = repeats >= 2
         self.noise_images += used.sum(0)
@@ -151,16 +150,11 @@ class TrialMetrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.trials.clamp_min(1)
-        mean_p, mean_r = self.sum_p / n, self.sum_r / n
-        cov = self.sum_pr / n - mean_p * mean_r
-        var_p = (self.sum_pp / n - mean_p**2).clamp_min(0)
-        var_r = (self.sum_rr / n - mean_r**2).clamp_min(0)
-        corr = cov / (var_p * var_r).sqrt().clamp_min(1e-30)
-        total = var_r * n / (n - 1).clamp_min(1)
+        total = (self.sum_rr - self.sum_r**2 / n) / (n - 1).clamp_min(1)
         noise = self.sum_noise / self.noise_images.clamp_min(1)
-        mse = (self.sum_pp - 2 * self.sum_pr + self.sum_rr) / n
+        mse = self.sum_sq_error / n
         fev = torch.where(total > 0, (total - noise) / total.clamp_min(1e-30), torch.zeros_like(total))
         explainable = total - noise
         feve = torch.where(explainable > 0, 1 - (mse - noise) / explainable.clamp_min(1e-30),
                            torch.full_like(total, float("nan")))
-        return {"single_trial_corr": corr.clamp(-1, 1), "fev": fev, "feve": feve}
+        return {"fev": fev, "feve": feve}

@@ -21,8 +21,8 @@ the benchmark's models see them). Here the rescaling is bilinear without antiali
 
 Splits: ``train`` and ``validation`` as single trials; the ``test`` tier grouped by image into ``[images, R, n]``
 (NaN where an image has fewer than R repeats), which is what the test metrics read: correlation to the average,
-single-trial correlation and FEVE (``zoo.metrics.TrialMetrics``). In the two competition scans the test tiers'
-responses were withheld (zeros); a test on them is refused.
+single-trial correlation and FEVE (``zoo.metrics``). In the two competition scans the test tiers' responses were
+withheld (zeros); a test on them is refused.
 
 The whole scan is read into memory once (its trials are thousands of small files, which would be slow to open in
 every epoch; at ``scale`` 0.25 the images of a scan take about 60 MB as float32).

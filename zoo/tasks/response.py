@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from zoo.errors import ShapeMismatchError
-from zoo.metrics import PerNeuronCorrelation, RepeatOracle, TrialMetrics
+from zoo.metrics import ExplainableVariance, PerNeuronCorrelation, RepeatOracle
 from zoo.tasks.base import Task
 
 __all__ = ["CoreReadoutModel", "ResponseTask", "poisson_loss", "mse_loss", "mean_mse_loss", "LOSSES"]
@@ -66,10 +66,10 @@ class ResponseTask(Task):
     responses ("correlation to average"), ``test/corr_single_trial`` (against every recorded trial), with repeats
     ``test/oracle`` (mean sqrt(FEV)), ``test/fraction_oracle`` = test/corr / test/oracle, ``test/feve`` (fraction
     of explainable variance explained, mean over the neurons with FEV >= 0.15, as Sensorium 2022 reports it; see
-    ``zoo.metrics.TrialMetrics``) and ``test/feve_all`` (the mean over all neurons, as Cadena et al. 2019 report
-    it), and for simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the repeat
-    average) and ``test/fraction_oracle_true``. After a test, ``test_summary`` says the
-    same in one line. NaN responses are trials that were not recorded: losses and metrics skip them.
+    ``zoo.metrics.ExplainableVariance``) and ``test/feve_all`` (the mean over all neurons, as Cadena et al. 2019
+    report it), and for simulated data with known rates ``test/oracle_true`` (correlation of the true rates with the
+    repeat average) and ``test/fraction_oracle_true``. After a test, ``test_summary`` says the same in one line. NaN
+    responses are trials that were not recorded: losses and metrics skip them.
     """
 
     monitor = "val/loss"
@@ -90,7 +90,8 @@ class ResponseTask(Task):
         self.test_corr = PerNeuronCorrelation(n_neurons)
         self.test_oracle = RepeatOracle(n_neurons)
         self.test_oracle_true = PerNeuronCorrelation(n_neurons)
-        self.test_trials = TrialMetrics(n_neurons)
+        self.test_corr_trials = PerNeuronCorrelation(n_neurons)
+        self.test_explainable = ExplainableVariance(n_neurons)
         self.test_summary: str | None = None
         self.initialized_from_data = False  # True once the data or a state dict has set the weights
         self.register_load_state_dict_post_hook(_loaded)
@@ -137,7 +138,8 @@ class ResponseTask(Task):
         self.val_corr.reset()
 
     def on_test_epoch_start(self):
-        for metric in (self.test_loss, self.test_corr, self.test_oracle, self.test_oracle_true, self.test_trials):
+        for metric in (self.test_loss, self.test_corr, self.test_corr_trials, self.test_oracle, self.test_oracle_true,
+                       self.test_explainable):
             metric.reset()
 
     def validation_step(self, batch, batch_idx):
@@ -159,7 +161,8 @@ class ResponseTask(Task):
         pred = self._predict(images, average)
         self.test_loss.update(self.loss_fn(pred, average))
         self.test_corr.update(pred, average)
-        self.test_trials.update(pred, repeats)
+        self.test_corr_trials.update(pred[:, None].expand_as(repeats).flatten(0, 1), repeats.flatten(0, 1))
+        self.test_explainable.update(pred, repeats)
         if repeats.shape[1] >= 2:
             self.test_oracle.update(repeats)
         if len(batch) > 2:
@@ -167,16 +170,16 @@ class ResponseTask(Task):
 
     def on_test_epoch_end(self):
         corr = self.test_corr.compute()
-        trials = self.test_trials.compute()
         results = {"test/loss": self.test_loss.compute(), "test/corr": corr.mean(),
-                   "test/corr_median": corr.median(), "test/corr_single_trial": trials["single_trial_corr"].mean()}
+                   "test/corr_median": corr.median(), "test/corr_single_trial": self.test_corr_trials.compute().mean()}
         if self.test_oracle.update_called:
             results["test/oracle"] = self.test_oracle.compute().mean()
             results["test/fraction_oracle"] = results["test/corr"] / results["test/oracle"]
-            explainable = trials["fev"] >= FEV_THRESHOLD
+            variance = self.test_explainable.compute()
+            explainable = variance["fev"] >= FEV_THRESHOLD
             if explainable.any():
-                results["test/feve"] = trials["feve"][explainable].mean()
-            results["test/feve_all"] = trials["feve"].nanmean()
+                results["test/feve"] = variance["feve"][explainable].mean()
+            results["test/feve_all"] = variance["feve"].nanmean()
         if self.test_oracle_true.update_called:
             results["test/oracle_true"] = self.test_oracle_true.compute().mean()
             results["test/fraction_oracle_true"] = results["test/corr"] / results["test/oracle_true"]
