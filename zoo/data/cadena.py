@@ -9,7 +9,7 @@ doi.gin.g-node.org Cadena_PlosCB19_data) is a pickled dict:
                                    from VGG layers conv1-conv4: ``image_types``, in blocks of 5 by ``image_numbers``)
     responses      [4, N, n]       spike counts of n = 166 neurons on up to 4 repeats; NaN where a trial was not
                                    recorded: the repeats a neuron did not get (``repetitions`` 2 or 4), and the images
-                                   of sessions it was not recorded in
+                                   shown while it was not recorded
     repetitions    [n]             2 or 4
     image_ids, image_types, image_numbers   [N] (or [N, 1])
 

@@ -1,7 +1,7 @@
 """Sensorium 2022 static scans (mouse V1, grayscale ImageNet images): the published layout, read as the benchmark
 reads it, and a simulated scan written in that layout.
 
-A scan is one zip (``static<animal>-<session>-<scan>-GrayImageNet-<hash>.zip``) whose single top folder holds
+A scan is one zip (``static<animal>-<recording>-<scan>-GrayImageNet-<hash>.zip``) whose single top folder holds
 
     data/images/<i>.npy        [1, 144, 256]  the image of trial i
     data/responses/<i>.npy     [n]            each neuron's response (deconvolved calcium activity)

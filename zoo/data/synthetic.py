@@ -161,9 +161,10 @@ def _sample(g, stimuli, rates, n_train, n_val, n_repeats, test_first: bool = Fal
     would change the data each seed gives)."""
     train, val, test = rates[:n_train], rates[n_train:n_train + n_val], rates[n_train + n_val:]
     repeated = test.expand(n_repeats, -1, -1).contiguous()
-    responses_test = torch.poisson(repeated, generator=g) if test_first else None
+    if test_first:
+        responses_test = torch.poisson(repeated, generator=g)
     responses_train, responses_val = torch.poisson(train, generator=g), torch.poisson(val, generator=g)
-    if responses_test is None:
+    if not test_first:
         responses_test = torch.poisson(repeated, generator=g)
     return {
         "images_train": _as32(stimuli[:n_train, 0]),
