@@ -339,10 +339,11 @@ def random_gaussian_blobs(
     seed: int | torch.Generator | None = 0,
     dtype: torch.dtype = torch.float32,
     min_separation: float = 0.0,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """LISSOM training images: each has ``n_blobs`` elongated Gaussians at uniformly random positions (at least
-    ``margin`` pixels inside the border) and orientations, combined by their maximum as in Topographica's
-    LISSOM scripts. ``min_separation`` (pixels) keeps the centres of an image's blobs that far apart, as
+    """LISSOM training images: each has ``n_blobs`` elongated Gaussians of peak ``scale`` at uniformly random
+    positions (at least ``margin`` pixels inside the border) and orientations, combined by their maximum as in
+    Topographica's LISSOM scripts. ``min_separation`` (pixels) keeps the centres of an image's blobs that far apart, as
     Topographica's ``SeparatedComposite`` does for the book's maps (2.2 afferent radii): a blob's position is
     redrawn up to 100 times, then the last draw is kept. Returns ``[n, 1, H, W]``."""
     h, w = int(shape[0]), int(shape[1])
@@ -356,7 +357,7 @@ def random_gaussian_blobs(
         dx = (torch.rand(m, generator=g, dtype=torch.float64) - 0.5) * max(w - 1 - 2 * margin, 0)
         offsets = torch.stack([dy, dx], 1)
     blobs = gaussian_blob((h, w), orientation.to(dtype), sigma, offsets.to(dtype), dtype=dtype)
-    return blobs.reshape(n, n_blobs, h, w).amax(1, keepdim=True)
+    return blobs.reshape(n, n_blobs, h, w).amax(1, keepdim=True) * scale
 
 
 def _separated_offsets(n: int, n_blobs: int, h: int, w: int, margin: float, min_separation: float,

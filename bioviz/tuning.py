@@ -26,8 +26,9 @@ from bioviz.hooks import layer_output
 from bioviz.stimuli import gaussian, sine_gratings
 
 __all__ = [
-    "Tuning", "OrientationMap", "Pinwheels", "orientation_tuning", "tuning_statistics", "orientation_map",
-    "pinwheel_density", "orientation_difference",
+    "Tuning", "OrientationMap", "Pinwheels", "RandomOrientationMap", "orientation_tuning", "tuning_statistics",
+    "orientation_map", "pinwheel_density", "find_pinwheels", "local_column_spacing", "spectral_column_spacing", "random_orientation_map",
+    "stability_index", "orientation_difference",
 ]
 
 
@@ -214,10 +215,11 @@ def orientation_map(
 
 @dataclass
 class Pinwheels:
-    """Pinwheels of an orientation map: ``positions`` ``[k, 2]`` (row, column; at plaquette centres) and
-    ``charges`` ``[k]`` (+1: the preference grows by 180 degrees on a turn in the sense of
-    ``atan2(row, column)``, -1: the opposite), ``column_spacing`` (pixels, from the
-    power spectrum), ``area`` (pixels^2 searched) and ``density`` = count * spacing^2 / area (~pi in cortex)."""
+    """Pinwheels of an orientation map: ``positions`` ``[k, 2]`` (row, column, in pixels: where the zero contours of
+    the real and imaginary parts of the complex map cross) and ``charges`` ``[k]`` (+1: the preference grows by 180
+    degrees on a turn in the sense of ``atan2(row, column)``, -1: the opposite); ``column_spacing`` (pixels: the mean
+    local column spacing over the counted region, ``local_column_spacing``), ``area`` (pixels^2 counted) and
+    ``density`` = count * spacing^2 / area (pi in cat, tree shrew, galago and ferret; Kaschube et al. 2010)."""
 
     positions: torch.Tensor
     charges: torch.Tensor
@@ -239,26 +241,8 @@ def _smooth(z: torch.Tensor, sigma: float, periodic: bool) -> torch.Tensor:
     return torch.complex(out[0], out[1])
 
 
-def pinwheel_density(
-    preference: torch.Tensor,
-    selectivity: torch.Tensor | None = None,
-    periodic: bool = False,
-    smooth: float = 0.0,
-    margin: int = 0,
-) -> Pinwheels:
-    """Find the pinwheels of an orientation ``preference`` map ``[H, W]`` (degrees) and their density per squared
-    column spacing.
-
-    Pinwheels are the plaquettes (2x2 pixels) around which the doubled preference angle winds by +-360 degrees.
-    The column spacing is ``1 / k``, ``k`` the power-weighted mean spatial frequency (cycles/pixel) within +-30 %
-    of the peak of the radial power spectrum of the complex map ``selectivity * exp(2 i preference)`` (selectivity 1
-    if not given; a Hann window tapers a non-``periodic`` map first). ``periodic=True`` treats the map as a torus
-    (also the plaquettes across its edges).
-    ``smooth`` (pixels) low-passes the complex map with a Gaussian before counting, against noise pinwheels.
-    ``margin`` (pixels, non-periodic maps only) counts only the plaquettes whose centres lie at least that far inside
-    the outermost pixel centres, and divides by that interior's area: the density away from a model sheet's edges,
-    where units lack part of their lateral connections. The column spacing still comes from the whole map.
-    """
+def _complex_map(preference, selectivity) -> torch.Tensor:
+    """``selectivity * exp(2 i preference)`` (float64), checking the shapes."""
     preference = torch.as_tensor(preference, dtype=torch.float64)
     if preference.ndim != 2 or min(preference.shape) < 3:
         raise ValueError(f"preference must be a 2-D map [H, W] of at least 3 x 3 pixels, got {tuple(preference.shape)}"
@@ -266,19 +250,19 @@ def pinwheel_density(
     magnitude = torch.ones_like(preference) if selectivity is None else torch.as_tensor(selectivity).double()
     if magnitude.shape != preference.shape:
         raise ValueError(f"selectivity {tuple(magnitude.shape)} and preference {tuple(preference.shape)} differ")
-    if margin and periodic:
-        raise ValueError("a periodic map has no edges: use margin=0 with periodic=True")
-    if not 0 <= margin < (min(preference.shape) - 1) / 2:
-        raise ValueError(f"margin must be >= 0 and leave plaquettes inside a {tuple(preference.shape)} map, got "
-                         f"{margin}")
-    z = magnitude * torch.exp(2j * torch.deg2rad(preference))
-    if smooth > 0:
-        z = _smooth(z, smooth, periodic)
-    h, w = z.shape
+    return magnitude * torch.exp(2j * torch.deg2rad(preference))
 
-    # Column spacing from the power spectrum: the power-weighted mean frequency within +-30 % of the peak of the
-    # radial spectrum. A mean over the whole spectrum would be pulled up by the harmonics of the sharp jumps that a
-    # unit-magnitude map (no selectivity) has at its pinwheels.
+
+def spectral_column_spacing(preference, selectivity=None, periodic: bool = False) -> float:
+    """A quick estimate of the column spacing (pixels) of a whole map: ``1 / k``, ``k`` the power-weighted mean
+    spatial frequency (cycles/pixel) within +-30 % of the peak of the radial power spectrum of the complex map
+    ``selectivity * exp(2 i preference)`` (a Hann window tapers a non-``periodic`` map first). A check, not the
+    estimator behind ``pinwheel_density``: on a small map the spectrum's bins are coarse and its peak is broad, so
+    the estimate jumps between bins (``local_column_spacing`` is the literature's method)."""
+    z = _complex_map(preference, selectivity)
+    h, w = z.shape
+    # The power-weighted mean near the peak: a mean over the whole spectrum would be pulled up by the harmonics of
+    # the sharp jumps that a unit-magnitude map (no selectivity) has at its pinwheels.
     centred = z - z.mean()
     if not periodic:
         centred = centred * torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
@@ -287,33 +271,234 @@ def pinwheel_density(
     k = torch.hypot(torch.fft.fftfreq(h, dtype=torch.float64)[:, None], torch.fft.fftfreq(w, dtype=torch.float64))
     power[0, 0] = 0
     if power.sum() <= 0:
-        raise ValueError("the map is uniform (no orientation columns); pinwheel density is undefined")
+        raise ValueError("the map is uniform (no orientation columns); its column spacing is undefined")
     step = 1.0 / max(h, w)
     radial = torch.bincount(torch.round(k / step).long().flatten(), weights=power.flatten())
     k_peak = float(radial.argmax()) * step
     near = ((k > 0.7 * k_peak) & (k < 1.3 * k_peak)).double() * power
-    spacing = float(near.sum() / (k * near).sum())
+    return float(near.sum() / (k * near).sum())
 
-    # Winding of the doubled angle around each plaquette.
-    angle = torch.angle(z)
 
-    def wrap(d):
-        return torch.remainder(d + math.pi, 2 * math.pi) - math.pi
+def local_column_spacing(
+    preference,
+    selectivity=None,
+    periodic: bool = False,
+    wavelengths: Sequence[float] | None = None,
+    orientations: int = 16,
+) -> torch.Tensor:
+    """The local column spacing ``Lambda(x)`` (pixels) of an orientation map ``[H, W]`` by wavelet analysis
+    (Kaschube et al. 2010, supplement; the Wolf group's published implementation).
 
+    The real and imaginary parts of the complex map ``selectivity * exp(2 i preference)`` are filtered with complex
+    Morlet wavelets ``(1 / l) exp(-|x|^2 / 2 l^2) exp(i k e_theta . x)`` of wavelength ``2 pi / k`` and envelope
+    ``l = 7 / k`` (about seven radians of phase under the envelope), at ``orientations`` directions over 180 degrees
+    (enough for real fields). At each pixel, the wavelength whose modulus, averaged over directions and both parts,
+    is largest is the local spacing (refined between the sampled wavelengths by a parabola in log wavelength).
+    Pixels whose largest modulus lies within two samples of either end of ``wavelengths`` have no estimate (NaN).
+
+    ``wavelengths`` (pixels, increasing): default 25 values spaced geometrically from half to twice the
+    ``spectral_column_spacing``. A non-``periodic`` map is padded with zeros; the modulus is divided by the
+    fraction of the wavelet's envelope that lies on the map (the border correction of Kaschube's filters, which
+    are normalised by their overlap with the region of interest).
+    """
+    z = _complex_map(preference, selectivity)
+    h, w = z.shape
+    if wavelengths is None:
+        guess = spectral_column_spacing(preference, selectivity, periodic)
+        wavelengths = guess * torch.logspace(-1, 1, 25, base=2, dtype=torch.float64)
+    wavelengths = torch.as_tensor(wavelengths, dtype=torch.float64).flatten()
+    if len(wavelengths) < 5 or not bool((wavelengths[1:] > wavelengths[:-1]).all()) or wavelengths[0] <= 0:
+        raise ValueError(f"wavelengths must be at least 5 increasing positive values (pixels), got "
+                         f"{wavelengths.tolist()}")
+    if orientations < 2:
+        raise ValueError(f"orientations must be >= 2, got {orientations}")
+    envelopes = 7.0 * wavelengths / (2 * math.pi)
+    pad = 0 if periodic else int(math.ceil(3 * float(envelopes[-1])))
+    # Zero-padded to sizes with small prime factors only (the FFTs' speed), a little beyond 3 envelopes.
+    size = (h, w) if periodic else (_smooth_size(h + 2 * pad), _smooth_size(w + 2 * pad))
+    parts = torch.stack([z.real, z.imag]).float()  # single precision: only the peak's position matters
+    spectra = torch.fft.fft2(F.pad(parts, (pad, size[1] - w - pad, pad, size[0] - h - pad)))  # [2, H', W']
+    qy = (2 * math.pi * torch.fft.fftfreq(size[0]))[:, None]
+    qx = (2 * math.pi * torch.fft.fftfreq(size[1]))[None, :]
+    theta = torch.arange(orientations) * math.pi / orientations
+    inside = F.pad(torch.ones(h, w), (pad, size[1] - w - pad, pad, size[0] - h - pad))
+    inside_spectrum = torch.fft.fft2(inside)
+    modulus = []
+    for wavelength, envelope in zip(wavelengths.tolist(), envelopes.tolist(), strict=True):
+        k = 2 * math.pi / wavelength
+        ky, kx = (k * torch.sin(theta))[:, None, None], (k * torch.cos(theta))[:, None, None]
+        wavelet = envelope * torch.exp(-(envelope**2) * ((qy - ky) ** 2 + (qx - kx) ** 2) / 2)  # [O, H', W']
+        response = torch.fft.ifft2(spectra[:, None] * wavelet[None]).abs().mean((0, 1))
+        if not periodic:  # the fraction of the (normalised) envelope on the map
+            gauss = torch.exp(-(envelope**2) * (qy**2 + qx**2) / 2)
+            overlap = torch.fft.ifft2(inside_spectrum * gauss).real.clamp_min(1e-6)
+            response = response / overlap
+        modulus.append(response[pad:pad + h, pad:pad + w])
+    modulus = torch.stack(modulus).double()  # [S, H, W]
+    best = modulus.argmax(0)
+    n = len(wavelengths)
+    valid = (best >= 2) & (best <= n - 3)
+    j = best.clamp(1, n - 2)
+    before, at, after = (modulus.gather(0, (j + d)[None])[0] for d in (-1, 0, 1))
+    curvature = before - 2 * at + after
+    shift = torch.where(curvature < 0, 0.5 * (before - after) / curvature, torch.zeros_like(at)).clamp(-0.5, 0.5)
+    log_w = wavelengths.log()
+    step = (log_w[j + 1] - log_w[j - 1]) / 2
+    spacing = torch.exp(log_w[j] + shift * step)
+    return torch.where(valid, spacing, torch.full_like(spacing, math.nan))
+
+
+def find_pinwheels(preference, selectivity=None, periodic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pinwheels of an orientation map ``[H, W]`` (degrees): where the zero contours of the real and imaginary
+    parts of ``selectivity * exp(2 i preference)`` cross, as ``(positions [k, 2] (row, column), charges [k])``
+    (``Pinwheels`` explains the charge). ``periodic=True`` also searches between the last and first rows and
+    columns."""
+    return _zero_crossings(_complex_map(preference, selectivity), periodic)
+
+
+def _smooth_size(n: int) -> int:
+    """The smallest integer >= ``n`` whose prime factors are 2, 3 and 5."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _zero_crossings(z: torch.Tensor, periodic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the zero contours of ``Re z`` and ``Im z`` cross, with ``z`` interpolated bilinearly between pixel
+    centres: ``(positions [k, 2] (row, column), charges [k])``. In each plaquette of 2 x 2 pixels both parts are
+    ``a0 + a1 x + a2 y + a3 x y``; eliminating ``y`` leaves a quadratic in ``x``, whose roots inside the plaquette
+    are the crossings (two of opposite charge may share a plaquette). The charge is the sign of the Jacobian
+    ``d(Re z, Im z) / d(column, row)``."""
+
+    def coefficients(f):
+        if periodic:
+            f00, f01, f10, f11 = f, f.roll(-1, 1), f.roll(-1, 0), f.roll((-1, -1), (0, 1))
+        else:
+            f00, f01, f10, f11 = f[:-1, :-1], f[:-1, 1:], f[1:, :-1], f[1:, 1:]
+        return f00, f01 - f00, f10 - f00, f00 - f01 - f10 + f11
+
+    a0, a1, a2, a3 = coefficients(z.real)
+    b0, b1, b2, b3 = coefficients(z.imag)
+    quad, lin, const = a1 * b3 - b1 * a3, a0 * b3 + a1 * b2 - b0 * a3 - b1 * a2, a0 * b2 - b0 * a2
+    disc = lin * lin - 4 * quad * const
+    root = disc.clamp_min(0).sqrt()
+    q = -0.5 * (lin + torch.where(lin >= 0, root, -root))  # the numerically stable pair of roots
+    nan = torch.full_like(q, math.nan)
+    rows, cols = torch.meshgrid(torch.arange(a0.shape[0], dtype=torch.float64),
+                                torch.arange(a0.shape[1], dtype=torch.float64), indexing="ij")
+    positions, charges = [], []
+    for x in (torch.where(quad != 0, q / quad, nan), torch.where(q != 0, const / q, nan)):
+        den_a, den_b = a2 + a3 * x, b2 + b3 * x
+        y = torch.where(den_a.abs() >= den_b.abs(), -(a0 + a1 * x) / den_a, -(b0 + b1 * x) / den_b)
+        found = (disc > 0) & (x >= 0) & (x < 1) & (y >= 0) & (y < 1)
+        jacobian = (a1 + a3 * y) * den_b - den_a * (b1 + b3 * y)
+        positions.append(torch.stack([rows[found] + y[found], cols[found] + x[found]], 1))
+        charges.append(torch.sign(jacobian[found]).long())
+    positions, charges = torch.cat(positions), torch.cat(charges)
     if periodic:
-        corners = [angle, angle.roll(-1, 1), angle.roll((-1, -1), (0, 1)), angle.roll(-1, 0)]
+        positions = positions % torch.tensor(z.shape, dtype=torch.float64)
+    order = torch.argsort(positions[:, 0] * (z.shape[1] + 1) + positions[:, 1])
+    return positions[order], charges[order]
+
+
+def pinwheel_density(
+    preference: torch.Tensor,
+    selectivity: torch.Tensor | None = None,
+    periodic: bool = False,
+    smooth: float = 0.0,
+    margin: int = 0,
+    wavelengths: Sequence[float] | None = None,
+) -> Pinwheels:
+    """The pinwheels of an orientation ``preference`` map ``[H, W]`` (degrees) and their density per squared column
+    spacing, by the method of Kaschube et al. (2010): pinwheels where the zero contours of the real and imaginary
+    parts of ``z = selectivity * exp(2 i preference)`` cross (``selectivity`` 1 if not given), the column spacing
+    the mean of the wavelet estimate ``local_column_spacing`` over the counted region, and the density
+    ``count * spacing^2 / area``. On Gaussian random maps with a narrow ring spectrum it gives pi (Wolf & Geisel
+    1998; docs/tuning.md); ``spectral_column_spacing`` is a quicker, coarser check of the spacing.
+
+    ``periodic=True`` treats the map as a torus. ``margin`` (pixels, non-periodic maps only) counts only the
+    pinwheels and spacings at least that far inside the outermost pixel centres, and divides by that interior's
+    area: the density away from a model sheet's edges, where units lack part of their lateral connections.
+    ``smooth`` (pixels) low-passes the complex map with a Gaussian first. ``wavelengths``: those of
+    ``local_column_spacing``.
+    """
+    z = _complex_map(preference, selectivity)
+    if margin and periodic:
+        raise ValueError("a periodic map has no edges: use margin=0 with periodic=True")
+    h, w = z.shape
+    if not 0 <= margin < (min(h, w) - 1) / 2:
+        raise ValueError(f"margin must be >= 0 and leave part of a {(h, w)} map inside, got {margin}")
+    if float(z.abs().max()) == 0 or float((z - z.mean()).abs().max()) < 1e-12:
+        raise ValueError("the map is uniform (no orientation columns); pinwheel density is undefined")
+    if smooth > 0:
+        z = _smooth(z, smooth, periodic)
+    angle = torch.rad2deg(torch.angle(z)) / 2 % 180
+    spacing_map = local_column_spacing(angle, z.abs(), periodic, wavelengths)
+    positions, charges = _zero_crossings(z, periodic)
+    if periodic:
+        area = float(h * w)
+        region = spacing_map
     else:
-        corners = [angle[:-1, :-1], angle[:-1, 1:], angle[1:, 1:], angle[1:, :-1]]
-    winding = sum(wrap(corners[(i + 1) % 4] - corners[i]) for i in range(4)) / (2 * math.pi)
-    charge = torch.round(winding).to(torch.int64)
-    if margin:
-        charge = charge[margin:h - 1 - margin, margin:w - 1 - margin]
-    where = charge.nonzero()
-    positions = where.double() + 0.5 + margin
-    area = float(h * w) if periodic else float(charge.shape[0] * charge.shape[1])
-    charges = charge[where[:, 0], where[:, 1]]
+        low, high = float(margin), torch.tensor([h - 1.0 - margin, w - 1.0 - margin], dtype=torch.float64)
+        keep = ((positions >= low) & (positions <= high)).all(1)
+        positions, charges = positions[keep], charges[keep]
+        area = float((high[0] - low) * (high[1] - low))
+        region = spacing_map[margin:h - margin, margin:w - margin]
+    if bool(region.isnan().all()):
+        raise ValueError("no pixel of the region has a local column spacing inside the wavelengths searched; pass "
+                         "wavelengths that bracket the map's column spacing")
+    spacing = float(region.nanmean())
     return Pinwheels(positions=positions, charges=charges, column_spacing=spacing, area=area,
                      density=len(charges) * spacing**2 / area)
+
+
+@dataclass
+class RandomOrientationMap(OrientationMap):
+    """A Gaussian random orientation map (``random_orientation_map``) with what theory says of it:
+    ``column_spacing`` = 1 / mean spatial frequency of its spectrum (pixels), ``pinwheels_per_area`` =
+    ``<K^2> / 4 pi`` (``K`` angular wavenumber; Berry & Dennis 2000) and ``expected_density`` = pinwheels per
+    squared ``column_spacing`` = ``pi <k^2> / <k>^2`` (pi for a thin ring)."""
+
+    column_spacing: float = math.nan
+    pinwheels_per_area: float = math.nan
+    expected_density: float = math.nan
+
+
+def random_orientation_map(shape: Sequence[int], column_spacing: float, bandwidth: float = 0.1,
+                           seed: int | torch.Generator = 0) -> RandomOrientationMap:
+    """A periodic Gaussian random orientation map ``[H, W]``: complex white noise filtered by a ring
+    ``exp(-(k - k0)^2 / 2 (bandwidth k0)^2)`` in amplitude-squared (``k0 = 1 / column_spacing`` cycles/pixel);
+    preference = half its angle (degrees), selectivity = its modulus over the largest. The standard model of
+    orientation maps with a known pinwheel density (Wolf & Geisel 1998; Schnabel et al. 2007)."""
+    if len(shape) != 2 or column_spacing <= 2 or not 0 < bandwidth:
+        raise ValueError(f"need shape (H, W), column_spacing > 2 pixels and bandwidth > 0; got {tuple(shape)}, "
+                         f"{column_spacing}, {bandwidth}")
+    h, w = int(shape[0]), int(shape[1])
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    noise = torch.complex(torch.randn(h, w, generator=g, dtype=torch.float64),
+                          torch.randn(h, w, generator=g, dtype=torch.float64))
+    k = torch.hypot(torch.fft.fftfreq(h, dtype=torch.float64)[:, None], torch.fft.fftfreq(w, dtype=torch.float64))
+    k0 = 1.0 / column_spacing
+    power = torch.exp(-((k - k0) ** 2) / (2 * (bandwidth * k0) ** 2))
+    power[0, 0] = 0
+    z = torch.fft.ifft2(torch.fft.fft2(noise) * power.sqrt())
+    mean_k, mean_k2 = float((k * power).sum() / power.sum()), float((k * k * power).sum() / power.sum())
+    return RandomOrientationMap(preference=torch.rad2deg(torch.angle(z)) / 2 % 180, selectivity=z.abs() / z.abs().max(),
+                                column_spacing=1.0 / mean_k, pinwheels_per_area=math.pi * mean_k2,
+                                expected_density=math.pi * mean_k2 / mean_k**2)
+
+
+def stability_index(preference, reference) -> float:
+    """Similarity of two orientation maps (degrees): ``1 - 4 mean|d| / 180``, ``d`` the orientation difference in
+    [0, 90] (Stevens et al. 2013, Eq. 1): 1 for identical maps, about 0 for unrelated ones, -1 for maps 90 degrees
+    apart everywhere. The map's stability at a time of development is its index against the final map."""
+    difference = orientation_difference(preference, reference)
+    return float(1 - 4 * difference.mean() / 180)
 
 
 def orientation_difference(a, b) -> torch.Tensor:

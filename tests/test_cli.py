@@ -112,7 +112,7 @@ def data_args(stack, npz: Path, monkeypatch) -> list[str]:
         return ["--data.init_args.image_size=24", "--data.init_args.steps_per_epoch=2",
                 "--data.init_args.map_orientations=4", "--data.init_args.map_phases=2",
                 "--data.init_args.map_frequencies=[0.1]", "--data.init_args.eval_batch_size=8",
-                "--model.init_args.cortex_size=10"]
+                "--data.init_args.margin=0"]
     if data_class == "ImageFolderDataModule":
         root = write_image_folder(npz.parent / "images", per_class=(4, 2), size=(32, 32))
         return [f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.batch_size=8"]
@@ -128,8 +128,12 @@ def schedule_args(stack) -> list[str]:
 
 
 def model_args(stack) -> list[str]:
-    """Tiny widths for models whose paper size would make each test checkpoint hundreds of MB."""
+    """Tiny sizes: paper-sized models would make each test checkpoint hundreds of MB, or each step slow."""
     model_class = merged(stack)["model"]["class_path"].rsplit(".", 1)[-1]
+    if model_class == "Lissom":
+        return ["--model.init_args.cortex_size=10"]
+    if model_class == "Gcal":  # V1 10 x 10, LGN 18 x 18, retina 24 x 24
+        return ["--model.init_args.area=1.0", "--model.init_args.cortex_density=10", "--model.init_args.lgn_density=8"]
     if model_class == "RetinaVVS":
         return ["--model.init_args.retina_width=4", "--model.init_args.vvs_width=4", "--model.init_args.kernel_size=3",
                 "--model.init_args.dense_width=8"]
@@ -443,7 +447,7 @@ def one_config_per_model_class() -> list[tuple[Path, ...]]:
 def test_every_model_class_trains_in_bf16_mixed_precision(stack, in_tmp, tiny_npz, monkeypatch):
     """``--trainer.precision bf16-mixed`` (autocast to bfloat16, on CPU too) trains, validates and tests every model
     kind; the weights and the checkpoint stay float32. Backprop models really compute in bfloat16; the Hebbian ones
-    (LISSOM) switch the autocast off and compute in float32."""
+    (LISSOM, GCAL) switch the autocast off and compute in float32."""
     args = [*(a for path in stack for a in ("-c", str(path))), *data_args(stack, tiny_npz, monkeypatch),
             *model_args(stack), *schedule_args(stack), *FAST, "--trainer.precision=bf16-mixed"]
     dtypes = set()
@@ -457,7 +461,7 @@ def test_every_model_class_trains_in_bf16_mixed_precision(stack, in_tmp, tiny_np
 
     monkeypatch.setattr(torch.nn.Module, "__call__", record)
     main(["fit", *args])
-    hebbian = merged(stack)["model"]["class_path"].endswith("Lissom")
+    hebbian = merged(stack)["model"]["class_path"].rsplit(".", 1)[-1] in ("Lissom", "Gcal")
     assert (torch.bfloat16 in dtypes) != hebbian, dtypes
     [last] = in_tmp.glob("runs/*/version_0/checkpoints/last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=True)

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from bioviz import plot
 from bioviz.stimuli import filters, gabor, gratings
-from bioviz.tuning import Tuning, pinwheel_density, tuning_statistics
+from bioviz.tuning import Tuning, pinwheel_density, random_orientation_map, tuning_statistics
 
 
 def image_axes(fig):
@@ -93,11 +93,11 @@ def test_orientation_map_colours():
     np.testing.assert_allclose(rgb[0, 1], [0, 1, 0], atol=1e-6)  # 60 deg: green
     np.testing.assert_allclose(rgb[1, 0], [0, 0, 0.5], atol=1e-6)  # 120 deg: blue, half as bright
     np.testing.assert_allclose(rgb[1, 1], [0, 0, 0], atol=1e-6)  # unselective: black
-    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    pref = torch.rad2deg(torch.atan2(y - 15.5, x - 15.5)) / 2 % 180
-    fig = plot.orientation_map(pref, pinwheels=pinwheel_density(pref))
+    truth = random_orientation_map((48, 48), 12, seed=0)
+    pinwheels = pinwheel_density(truth.preference, periodic=True)
+    fig = plot.orientation_map(truth.preference, pinwheels=pinwheels)
     assert len(image_axes(fig)) == 1 and len(fig.axes) == 2  # the map and its colour key
-    assert "1 pinwheels" in fig.axes[0].get_title()
+    assert pinwheels.count > 10 and f"{pinwheels.count} pinwheels" in fig.axes[0].get_title()
 
 
 def test_figures_leave_no_pyplot_state_behind():

@@ -5,11 +5,17 @@ import torch
 from torch import nn
 
 from bioviz.stimuli import center_surround, gabor
+from bioviz.tuning import _zero_crossings  # the crossing solver itself, on a hand-made plaquette
 from bioviz.tuning import (
+    find_pinwheels,
+    local_column_spacing,
     orientation_difference,
     orientation_map,
     orientation_tuning,
     pinwheel_density,
+    random_orientation_map,
+    spectral_column_spacing,
+    stability_index,
     tuning_statistics,
 )
 
@@ -108,48 +114,101 @@ def test_pinwheel_density_of_a_lattice_with_known_pinwheels():
     preference, selectivity = square_lattice()
     found = pinwheel_density(preference, selectivity, periodic=True)
     assert found.count == 64 and int(found.charges.sum()) == 0
-    assert found.column_spacing == pytest.approx(16.0, rel=1e-6)
-    assert found.density == pytest.approx(4.0, rel=1e-6)
-    expected = {(r, c) for r in range(3, 64, 8) for c in range(3, 64, 8)}  # zeros at 3.5 + 8k -> plaquette 3 + 8k
-    assert {(int(r), int(c)) for r, c in found.positions} == expected
+    # The zeros of cos(2 pi (c + 0.5) / 16) lie at c = 3.5 + 8k, halfway between pixel centres: exactly there.
+    expected = torch.tensor([(3.5 + 8 * r, 3.5 + 8 * c) for r in range(8) for c in range(8)], dtype=torch.float64)
+    assert torch.allclose(found.positions, expected, atol=1e-9)
+    # Kaschube's L2-normalised Morlet wavelets read a plane wave's wavelength about 1 % long; the spectrum is exact.
+    assert found.column_spacing == pytest.approx(16.0, rel=0.015) and found.column_spacing > 16.0
+    assert spectral_column_spacing(preference, selectivity, periodic=True) == pytest.approx(16.0, rel=1e-6)
+    assert found.density == pytest.approx(64 * found.column_spacing**2 / 64**2, rel=1e-12)
 
 
 def test_pinwheels_planted_at_known_points():
     rows, cols = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
     planted = [(10.5, 10.5, 1), (10.5, 30.5, -1), (30.5, 10.5, -1), (30.5, 30.5, 1), (20.5, 20.5, 1)]
     angle = sum(s * torch.atan2(rows - r, cols - c) for r, c, s in planted)
-    found = pinwheel_density(torch.rad2deg(angle) / 2 % 180)
-    assert found.count == 5
-    got = sorted(zip(found.positions[:, 0].tolist(), found.positions[:, 1].tolist(), found.charges.tolist(),
-                     strict=True))
-    assert got == sorted(planted)
-    # The interior 11 pixels in from the edges holds only the central pinwheel, on 18 x 18 plaquettes.
-    inner = pinwheel_density(torch.rad2deg(angle) / 2 % 180, margin=11)
-    assert inner.count == 1 and inner.positions.tolist() == [[20.5, 20.5]] and inner.area == 18 * 18
-    assert inner.density == pytest.approx(inner.column_spacing**2 / 324)
+    positions, charges = find_pinwheels(torch.rad2deg(angle) / 2 % 180)
+    order = sorted(range(5), key=lambda k: (planted[k][0], planted[k][1]))
+    assert charges.tolist() == [planted[k][2] for k in order]
+    assert torch.allclose(positions, torch.tensor([planted[k][:2] for k in order], dtype=torch.float64),
+                          atol=0.05)  # the neighbours bend the bilinear zero contours a little
+
+
+def test_two_pinwheels_of_opposite_charge_in_one_plaquette_are_both_found():
+    """Re z = xy - 0.1 and Im z = x + y - 0.9 on one plaquette cross twice, at x = 0.13 and 0.77 (roots of
+    x^2 - 0.9 x + 0.1); a winding number around the plaquette would read 0."""
+    z = torch.tensor([[-0.1 - 0.9j, -0.1 + 0.1j], [-0.1 + 0.1j, 0.9 + 1.1j]], dtype=torch.complex128)
+    positions, charges = _zero_crossings(z, periodic=False)
+    x = (0.9 + torch.tensor([1.0, -1.0], dtype=torch.float64) * math.sqrt(0.81 - 0.4)) / 2  # by row
+    assert torch.allclose(positions, torch.stack([0.1 / x, x], 1), atol=1e-12)  # (row y = 0.1 / x, column x)
+    assert sorted(charges.tolist()) == [-1, 1]
+
+
+def test_margin_counts_the_interior_only():
+    preference, selectivity = square_lattice()
+    wavelengths = torch.linspace(10, 24, 8)
+    whole = pinwheel_density(preference, selectivity, wavelengths=wavelengths)  # not periodic: inside the centres
+    inner = pinwheel_density(preference, selectivity, margin=8, wavelengths=wavelengths)
+    assert whole.count == 64 and whole.area == 63 * 63
+    # Zeros at 3.5 + 8k: those in [8, 55] are 11.5 ... 51.5, six per axis.
+    assert inner.count == 36 and inner.area == 47 * 47
+    assert inner.density == pytest.approx(36 * inner.column_spacing**2 / 47**2)
     with pytest.raises(ValueError, match="margin"):
-        pinwheel_density(torch.rad2deg(angle) / 2 % 180, margin=20)
+        pinwheel_density(preference, selectivity, margin=40)
     with pytest.raises(ValueError, match="periodic"):
-        pinwheel_density(torch.rad2deg(angle) / 2 % 180, periodic=True, margin=2)
+        pinwheel_density(preference, selectivity, periodic=True, margin=2)
 
 
-def test_random_band_pass_map_has_pi_pinwheels_per_column_area():
-    """Gaussian random orientation maps (Wolf & Geisel 1998) have a pinwheel density of pi, as measured in cortex."""
-    n, spacing = 128, 16
-    g = torch.Generator().manual_seed(0)
-    noise = torch.complex(torch.randn(n, n, generator=g, dtype=torch.float64),
-                          torch.randn(n, n, generator=g, dtype=torch.float64))
-    k = torch.hypot(torch.fft.fftfreq(n, dtype=torch.float64)[:, None], torch.fft.fftfreq(n, dtype=torch.float64))
-    z = torch.fft.ifft2(torch.fft.fft2(noise) * ((k * spacing - 1).abs() < 0.1))
-    found = pinwheel_density(torch.rad2deg(torch.angle(z)) / 2 % 180, z.abs(), periodic=True)
-    assert found.column_spacing == pytest.approx(spacing, rel=0.02)
-    assert found.density == pytest.approx(math.pi, rel=0.1)
-    assert abs(int(found.charges.sum())) == 0  # on a torus the charges cancel
-    # Without selectivity (a unit-magnitude map, sharp at pinwheels) the spacing comes from the spectral peak alike.
-    unit = pinwheel_density(torch.rad2deg(torch.angle(z)) / 2 % 180, periodic=True)
-    assert unit.column_spacing == pytest.approx(spacing, rel=0.03) and unit.count == found.count
+def test_gaussian_random_maps_have_the_pinwheels_theory_predicts():
+    """Gaussian random maps with a ring spectrum (Wolf & Geisel 1998; Schnabel et al. 2007) have <K^2> / 4 pi
+    pinwheels per unit area (Berry & Dennis 2000), pi per squared column spacing for a thin ring."""
+    counts, spacings, densities = [], [], []
+    for seed in range(3):
+        truth = random_orientation_map((128, 128), 12, bandwidth=0.08, seed=seed)
+        found = pinwheel_density(truth.preference, truth.selectivity, periodic=True)
+        assert int(found.charges.sum()) == 0  # on a torus the charges cancel
+        counts.append(found.count / 128**2 / truth.pinwheels_per_area)
+        spacings.append(found.column_spacing / truth.column_spacing)
+        densities.append(found.density)
+    assert sum(counts) / 3 == pytest.approx(1.0, abs=0.04)
+    # The wavelet spacing reads ~2 % long on thin rings (as the lattice shows), so the density ~4 % high.
+    assert sum(spacings) / 3 == pytest.approx(1.02, abs=0.02)
+    assert truth.expected_density == pytest.approx(math.pi, rel=0.01)
+    assert sum(densities) / 3 == pytest.approx(math.pi, rel=0.1)
+
+
+def test_density_of_a_window_cut_from_a_random_map():
+    """A model sheet has edges: windows of a random map, with no periodicity, give the torus's density."""
+    truth = random_orientation_map((192, 192), 12, bandwidth=0.08, seed=5)
+    densities = [pinwheel_density(truth.preference[r:r + 64, c:c + 64], truth.selectivity[r:r + 64, c:c + 64]).density
+                 for r in (0, 128) for c in (0, 128)]
+    assert sum(densities) / len(densities) == pytest.approx(math.pi, rel=0.15)
+    assert pinwheel_density(truth.preference[:64, :64], truth.selectivity[:64, :64]).count > 0
+
+
+def test_local_column_spacing_marks_pixels_outside_the_searched_wavelengths():
+    preference, selectivity = square_lattice()
+    spacing = local_column_spacing(preference, selectivity, periodic=True, wavelengths=torch.linspace(20, 40, 9))
+    assert bool(spacing.isnan().all())  # the true 16 px lies below the range: the peak sits at its lower end
+    spacing = local_column_spacing(preference, selectivity, periodic=True, wavelengths=torch.linspace(8, 32, 25))
+    assert torch.allclose(spacing, torch.full_like(spacing, float(spacing.mean())), rtol=1e-6)  # a lattice is uniform
+    with pytest.raises(ValueError, match="increasing"):
+        local_column_spacing(preference, selectivity, wavelengths=[16, 8, 4, 2, 1])
+    with pytest.raises(ValueError, match="wavelengths that bracket"):
+        pinwheel_density(preference, selectivity, periodic=True, wavelengths=torch.linspace(20, 40, 9))
+    with pytest.raises(ValueError, match="uniform"):
+        pinwheel_density(torch.full((16, 16), 30.0))
     with pytest.raises(ValueError, match="2-D map"):
         pinwheel_density(torch.zeros(10))
+
+
+def test_stability_index_of_identical_rotated_and_unrelated_maps():
+    truth = random_orientation_map((64, 64), 12, seed=0)
+    other = random_orientation_map((64, 64), 12, seed=1)
+    assert stability_index(truth.preference, truth.preference) == 1.0
+    assert stability_index(truth.preference, (truth.preference + 90) % 180) == pytest.approx(-1.0)
+    assert stability_index(truth.preference, (truth.preference + 45) % 180) == pytest.approx(0.0, abs=1e-12)
+    assert abs(stability_index(truth.preference, other.preference)) < 0.15
 
 
 def test_in_silico_tuning_recovers_the_simulated_populations_orientations():

@@ -29,9 +29,10 @@ class BlobImages(Dataset):
     length is one epoch's worth, the sampler adds the epoch offset)."""
 
     def __init__(self, epoch_images: int, size: int, n_blobs: int, sigma: Sequence[float], margin: float, seed: int,
-                 min_separation: float = 0.0):
+                 min_separation: float = 0.0, scale: float = 1.0):
         self.epoch_images, self.size, self.n_blobs = epoch_images, size, n_blobs
         self.sigma, self.margin, self.seed, self.min_separation = tuple(sigma), margin, seed, min_separation
+        self.scale = scale
 
     def __len__(self) -> int:
         return self.epoch_images
@@ -39,7 +40,7 @@ class BlobImages(Dataset):
     def image(self, index: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
         return random_gaussian_blobs(1, (self.size, self.size), self.n_blobs, self.sigma, self.margin, seed=g,
-                                     min_separation=self.min_separation)[0]
+                                     min_separation=self.min_separation, scale=self.scale)[0]
 
     def __getitems__(self, indices):
         return (torch.stack([self.image(i) for i in indices]),)
@@ -81,13 +82,14 @@ class LissomDataModule(pl.LightningDataModule):
 
     ``steps_per_epoch`` training batches of ``batch_size`` per process make an epoch (validation runs after each).
     ``blob_min_separation`` (pixels) keeps an image's blob centres apart (Topographica's ``SeparatedComposite``:
-    2.2 afferent radii for the book's maps). Exposes ``in_shape`` for the CLI to link into the model.
+    2.2 afferent radii for the book's maps). ``blob_scale`` is the blobs' peak brightness (GCAL: 0.7). Exposes ``in_shape`` for the CLI to link into the model.
     """
 
     def __init__(self, image_size: int = 36, n_blobs: int = 2, blob_sigma: Sequence[float] = (0.75, 2.5),
                  margin: float = 0.0, steps_per_epoch: int = 1000, batch_size: int = 1, seed: int = 0,
                  map_orientations: int = 16, map_phases: int = 8, map_frequencies: Sequence[float] = (0.1,),
-                 map_contrast: float = 1.0, eval_batch_size: int = 16, blob_min_separation: float = 0.0):
+                 map_contrast: float = 1.0, eval_batch_size: int = 16, blob_min_separation: float = 0.0,
+                 blob_scale: float = 1.0):
         super().__init__()
         if image_size < 4 or n_blobs < 1 or steps_per_epoch < 1 or batch_size < 1:
             raise ValueError(f"need image_size >= 4, n_blobs, steps_per_epoch and batch_size >= 1; got {image_size}, "
@@ -97,7 +99,9 @@ class LissomDataModule(pl.LightningDataModule):
         if not 0 <= blob_min_separation < image_size:
             raise ValueError(f"blob_min_separation must be in [0, image_size = {image_size}) pixels, got "
                              f"{blob_min_separation}")
-        self.blob_min_separation = blob_min_separation
+        if blob_scale <= 0:
+            raise ValueError(f"blob_scale (the blobs' peak brightness) must be > 0, got {blob_scale}")
+        self.blob_min_separation, self.blob_scale = blob_min_separation, blob_scale
         self.image_size, self.n_blobs, self.blob_sigma, self.margin = image_size, n_blobs, blob_sigma, margin
         self.steps_per_epoch, self.batch_size, self.seed = steps_per_epoch, batch_size, seed
         self.map_args = (map_orientations, map_phases, list(map_frequencies), map_contrast)
@@ -111,7 +115,7 @@ class LissomDataModule(pl.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
         dataset = BlobImages(self.steps_per_epoch * self.batch_size * world, self.image_size, self.n_blobs,
-                             self.blob_sigma, self.margin, self.seed, self.blob_min_separation)
+                             self.blob_sigma, self.margin, self.seed, self.blob_min_separation, self.blob_scale)
         sampler = EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_single)
 

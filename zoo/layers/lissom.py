@@ -28,6 +28,8 @@ __all__ = [
     "LocalProjection",
     "DogLGN",
     "LissomV1",
+    "GainControlLGN",
+    "HomeostaticV1",
     "LateralWeights",
     "DivisiveHebbian",
     "HebbianTerm",
@@ -250,6 +252,48 @@ class DogLGN(nn.Module):
         return piecewise_sigmoid(self.linear(retina), self.lower, self.upper)
 
 
+class GainControlLGN(DogLGN):
+    """GCAL's LGN (Stevens et al. 2013): the ``DogLGN``'s ON and OFF difference of Gaussians, half-rectified and
+    divided by the local activity of its own channel (contrast-gain control), as Topographica's LGN sheets settle it
+    in two steps (``tsettle=2``; V1 receives only the second):
+
+        a1 = [D]+ / c;   a2 = [D]+ / (c + g * G(a1))
+
+    ``D`` the DoG response (``strength`` times centre minus surround), ``G`` a Gaussian pool (``gain_sigma``, cut at
+    ``gain_radius``, normalised to sum 1) over the same channel, ``g`` = ``gain_strength``, ``c`` = ``gain_constant``.
+    At high contrast ``a2`` tends to ``D / (g / c * G([D]+))``: the LGN's response no longer grows with contrast.
+    ``crop`` units are cut from each side of the retina after filtering (Topographica's retina extends beyond the LGN
+    by the DoG's radius, so that edge LGN units see a whole retina).
+    """
+
+    def __init__(self, sigma_center: float, sigma_surround: float, radius: float, strength: float = 2.33,
+                 gain_sigma: float = 3.0, gain_radius: float = 6.0, gain_strength: float = 0.6,
+                 gain_constant: float = 0.11, crop: int = 0):
+        super().__init__(sigma_center, sigma_surround, radius, strength)
+        if gain_sigma <= 0 or gain_radius < 0 or gain_strength < 0 or gain_constant <= 0 or crop < 0:
+            raise ValueError(f"need gain_sigma > 0, gain_radius >= 0, gain_strength >= 0, gain_constant > 0 and "
+                             f"crop >= 0; got {gain_sigma}, {gain_radius}, {gain_strength}, {gain_constant}, {crop}")
+        self.gain_strength, self.gain_constant, self.crop = gain_strength, gain_constant, crop
+        dy, dx = disc_offsets(gain_radius)
+        r = int(math.floor(gain_radius))
+        pool = torch.zeros(2 * r + 1, 2 * r + 1, dtype=torch.float64)
+        pool[dy + r, dx + r] = torch.exp(-(dy**2 + dx**2).double() / (2 * gain_sigma**2))
+        # [2, 1, k, k]: each channel pools only itself (a grouped convolution).
+        self.register_buffer("pool", (pool / pool.sum()).float().expand(2, 1, -1, -1).contiguous(),
+                             persistent=False)
+
+    def forward(self, retina: torch.Tensor) -> torch.Tensor:
+        response = self.linear(retina)
+        if self.crop:
+            if 2 * self.crop >= min(response.shape[-2:]):
+                raise ValueError(f"crop ({self.crop}) leaves nothing of a {list(retina.shape[-2:])} retina")
+            response = response[..., self.crop:-self.crop, self.crop:-self.crop]
+        rectified = response.clamp_min(0.0)
+        first = rectified / self.gain_constant
+        pooled = F.conv2d(first, self.pool, padding=self.pool.shape[-1] // 2, groups=2)
+        return rectified / (self.gain_constant + self.gain_strength * pooled)
+
+
 class LissomV1(nn.Module):
     """V1: afferent input from the LGN's ON and OFF channels (one jointly normalised projection), then settling with
     lateral excitation and inhibition:
@@ -354,6 +398,41 @@ class LissomV1(nn.Module):
 
     def forward(self, lgn: torch.Tensor) -> torch.Tensor:
         return self.settle(lgn).view(-1, 1, self.size, self.size)
+
+
+class HomeostaticV1(LissomV1):
+    """GCAL's V1 (Stevens et al. 2013): ``LissomV1``'s projections and settling, with LISSOM's sigmoid replaced by
+    each unit's own threshold, half-rectified without saturation, that homeostasis adapts (Topographica's
+    ``HomeostaticResponse``): after every input, ``adapt(activity)`` updates each unit's smoothed activity
+    ``a <- smoothing a + (1 - smoothing) y`` and its threshold ``t <- t + rate (a - target_activity)``, so every unit
+    settles to the same mean activity without a hand-made schedule. Thresholds and smoothed activities are buffers
+    (a checkpoint resumes them exactly).
+    """
+
+    def __init__(self, lgn_size: int, size: int, afferent_radius: float, afferent_sigma: float,
+                 excitatory_radius: float, excitatory_sigma: float, inhibitory_radius: float,
+                 inhibitory_sigma: float, gamma_a: float, gamma_e: float, gamma_i: float, settling_steps: int,
+                 threshold_init: float = 0.15, target_activity: float = 0.024, homeostatic_rate: float = 0.01,
+                 smoothing: float = 0.991, lgn_border: int = 0):
+        super().__init__(lgn_size, size, afferent_radius, afferent_sigma, excitatory_radius, excitatory_sigma,
+                         inhibitory_radius, inhibitory_sigma, gamma_a, gamma_e, gamma_i,
+                         settling_steps=settling_steps, lgn_border=lgn_border)
+        if not 0 <= smoothing < 1 or homeostatic_rate < 0 or target_activity <= 0:
+            raise ValueError(f"need 0 <= smoothing < 1, homeostatic_rate >= 0 and target_activity > 0; got "
+                             f"{smoothing}, {homeostatic_rate}, {target_activity}")
+        del self.thresholds  # LISSOM's two sigmoid thresholds: replaced by one threshold per unit
+        self.target_activity, self.homeostatic_rate, self.smoothing = target_activity, homeostatic_rate, smoothing
+        self.register_buffer("unit_thresholds", torch.full((size * size,), float(threshold_init)))
+        self.register_buffer("average_activity", torch.full((size * size,), float(target_activity)))
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.unit_thresholds).clamp_min_(0.0)
+
+    @torch.no_grad()
+    def adapt(self, activity: torch.Tensor) -> None:
+        """One homeostatic update from each unit's settled ``activity`` ``[units]`` (one input's, or a batch mean)."""
+        self.average_activity.mul_(self.smoothing).add_(activity, alpha=1.0 - self.smoothing)
+        self.unit_thresholds.add_(self.average_activity - self.target_activity, alpha=self.homeostatic_rate)
 
 
 class LateralWeights:
@@ -481,7 +560,8 @@ class LissomNetwork(nn.Module):
     @torch.no_grad()
     def hebbian_terms(self, retina: torch.Tensor, alphas: dict[str, float]) -> tuple[torch.Tensor, dict]:
         """Settle on ``retina``; return (settled activity ``[B, units]``, {projection name: Hebbian term}) for
-        ``alphas`` = {"afferent", "excitatory", "inhibitory": learning rate per connection}."""
+        ``alphas`` = {"afferent", "excitatory", "inhibitory": learning rate per connection}; a projection whose alpha
+        is 0 gets no term."""
         v1 = self.v1
         lgn = self.lgn(retina)
         eta = v1.settle(lgn)
@@ -489,12 +569,12 @@ class LissomNetwork(nn.Module):
         units = DivisiveHebbian.responding(eta)
         lateral_patches = v1.inhibitory.patches(eta.view(-1, 1, v1.size, v1.size), units)
         term = DivisiveHebbian.term
-        return eta, {
-            "afferent": term(v1.afferent.patches(lgn, units), eta, alphas["afferent"], units),
-            "excitatory": term(lateral_patches.index_select(1, v1.excitatory_rows), eta, alphas["excitatory"],
-                               units),
-            "inhibitory": term(lateral_patches, eta, alphas["inhibitory"], units),
-        }
+        patches = {"afferent": lambda: v1.afferent.patches(lgn, units),
+                   "excitatory": lambda: lateral_patches.index_select(1, v1.excitatory_rows),
+                   "inhibitory": lambda: lateral_patches}
+        # A projection with learning rate 0 (GCAL's lateral excitation) keeps its weights: no term.
+        return eta, {name: term(patch(), eta, alphas[name], units) for name, patch in patches.items()
+                     if alphas[name] != 0}
 
     def projections(self) -> dict[str, LocalProjection]:
         return {"afferent": self.v1.afferent, "excitatory": self.v1.excitatory, "inhibitory": self.v1.inhibitory}

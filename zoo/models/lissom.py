@@ -32,10 +32,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from bioviz.plot import tile_images
 from zoo.layers.lissom import DivisiveHebbian, DogLGN, LissomNetwork, LissomV1
 from zoo.tasks.selforganizing import SelfOrganizingTask
 
@@ -160,11 +158,3 @@ class Lissom(SelfOrganizingTask):
         groups["afferent"]["lr"] = state["afferent_lr"] or hp.lr_afferent
         if state["excitatory_alpha"] is not None:
             groups["excitatory"]["lr"] = state["excitatory_alpha"] * optimizer.connections("excitatory")
-
-    def weight_picture(self, grid: int = 8) -> np.ndarray:
-        """ON minus OFF afferent weights of ``grid`` x ``grid`` units spread evenly over the sheet (red: ON)."""
-        n = self.sheet_shape[0]
-        rows = torch.linspace(0, n - 1, min(grid, n)).round().long()
-        units = (rows[:, None] * n + rows[None, :]).flatten()
-        fields = self.network.v1.afferent.weight_fields()[units.to(self.device)]
-        return tile_images((fields[:, 0] - fields[:, 1]).cpu(), ncols=len(rows), scale="tile")

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
 from bioviz.callbacks import tensorboard_writer
-from bioviz.plot import orientation_map_rgb
+from bioviz.plot import orientation_map_rgb, tile_images
 from bioviz.tuning import orientation_map, pinwheel_density
 from zoo.tasks.base import Task
 
@@ -43,18 +43,18 @@ class MapMeasurement:
     """Orientation map of a sheet from grating responses: ``preference``, ``selectivity`` ``[H, W]`` and the
     summary numbers (``selectivity_mean``, ``uniformity``, ``pinwheels``: a ``bioviz.tuning.Pinwheels``)."""
 
-    def __init__(self, preference: torch.Tensor, selectivity: torch.Tensor):
+    def __init__(self, preference: torch.Tensor, selectivity: torch.Tensor, margin: int = 0):
         self.preference, self.selectivity = preference, selectivity
         self.selectivity_mean = float(selectivity.mean())
         self.uniformity = preference_uniformity(preference)
         try:
-            self.pinwheels = pinwheel_density(preference, selectivity)
+            self.pinwheels = pinwheel_density(preference, selectivity, margin=margin)
         except ValueError:  # a uniform (untuned) map has no columns
             self.pinwheels = None
 
 
 def measure_map(responses: torch.Tensor, orientation: torch.Tensor, phase: torch.Tensor, frequency: torch.Tensor,
-                sheet_shape: tuple[int, int]) -> MapMeasurement:
+                sheet_shape: tuple[int, int], margin: int = 0) -> MapMeasurement:
     """``responses`` ``[n, units]`` to gratings with the given ``orientation``, ``phase``, ``frequency`` (each
     ``[n]``): each unit's curve is the max over phase at its best frequency (the one with its largest response)."""
     orientations, o_index = torch.unique(orientation.double(), return_inverse=True)
@@ -74,30 +74,44 @@ def measure_map(responses: torch.Tensor, orientation: torch.Tensor, phase: torch
     best = curves.amax(1, keepdim=True).argmax(0, keepdim=True).expand(1, n_o, -1)
     curves = curves.gather(0, best)[0].T  # [units, O]
     sheet = orientation_map(curves, orientations, sheet_shape=sheet_shape)
-    return MapMeasurement(sheet.preference, sheet.selectivity)
+    return MapMeasurement(sheet.preference, sheet.selectivity, margin)
 
 
 class SelfOrganizingTask(Task):
     """Base for Hebbian self-organising models.
 
-    Subclasses build ``self.network`` with ``hebbian_terms(images, alphas) -> (activity, {name: term})`` and
-    ``projections()``, set ``sheet_shape`` (H, W), implement ``configure_optimizers`` (a ``DivisiveHebbian``),
-    ``forward`` (the sheet's activity ``[B, 1, H, W]``) and ``weight_picture`` (an RGB array for TensorBoard),
-    and may override ``before_step(step, optimizer)`` to apply a schedule.
+    Subclasses build ``self.network`` (a ``LissomNetwork``: ``hebbian_terms(images, alphas) -> (activity, {name:
+    term})``, ``projections()``, ``v1.afferent``), set ``sheet_shape`` (H, W), implement ``configure_optimizers`` (a
+    ``DivisiveHebbian``) and ``forward`` (the sheet's activity ``[B, 1, H, W]``), and may override
+    ``before_step(step, optimizer)`` to apply a schedule and ``adapt(activity)`` for homeostasis.
     """
 
     monitor = "val/selectivity"
     monitor_mode = "max"
     sheet_shape: tuple[int, int]
+    map_margin: int = 0  # units at each edge of the sheet left out of the pinwheel count (bioviz.tuning)
 
     def __init__(self, in_shape: Sequence[int], **shape_checks):
         super().__init__(in_shape, **shape_checks)
         self.automatic_optimization = False
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.last_map: MapMeasurement | None = None
+        # Every validation map, {"step", "preference", "selectivity"}, kept in checkpoints: map development and
+        # stability (bioviz.tuning.stability_index against the final map) are read from it after training.
+        self.map_history: list[dict] = []
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["map_history"] = self.map_history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.map_history = list(checkpoint.get("map_history", []))
 
     def before_step(self, step: int, optimizer) -> None:
         """Called before every Hebbian update with the number of updates done so far."""
+
+    def adapt(self, activity: torch.Tensor) -> None:
+        """Called after every Hebbian update with each unit's settled activity ``[units]``, averaged over the batch
+        and over DDP processes (the same on every process): for homeostatic adaptation."""
 
     @torch.no_grad()
     def measure_map(self, data, response=None) -> MapMeasurement:
@@ -109,10 +123,15 @@ class SelfOrganizingTask(Task):
         parts = [(response(images.to(self.device)).float().cpu(), o, p, f)
                  for images, o, p, f in data.test_dataloader()]
         responses, orientation, phase, frequency = (torch.cat(x) for x in zip(*parts, strict=True))
-        return measure_map(responses, orientation, phase, frequency, self.sheet_shape)
+        return measure_map(responses, orientation, phase, frequency, self.sheet_shape, self.map_margin)
 
-    def weight_picture(self) -> np.ndarray | None:
-        return None
+    def weight_picture(self, grid: int = 8) -> np.ndarray:
+        """ON minus OFF afferent weights of ``grid`` x ``grid`` V1 units spread evenly over the sheet (red: ON)."""
+        n = self.sheet_shape[0]
+        rows = torch.linspace(0, n - 1, min(grid, n)).round().long()
+        units = (rows[:, None] * n + rows[None, :]).flatten()
+        fields = self.network.v1.afferent.weight_fields()[units.to(self.device)]
+        return tile_images((fields[:, 0] - fields[:, 1]).cpu(), ncols=len(rows), scale="tile")
 
     def full_precision(self):
         """A context that switches a trainer's mixed-precision autocast off (see the module docstring)."""
@@ -134,15 +153,25 @@ class SelfOrganizingTask(Task):
         optimizer = self.optimizers()
         self.before_step(self.global_step, optimizer.optimizer)
         activity, terms = self.network.hebbian_terms(images, optimizer.optimizer.alphas())
-        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        if self._distributed():
             for name, term in terms.items():  # identical updates on every process
-                n_units = self.network.projections()[name].n_units
-                dense = term.dense(n_units)
-                dist.all_reduce(dense)
-                terms[name] = type(term).from_dense(dense.div_(self.trainer.world_size))
+                dense = self._world_mean(term.dense(self.network.projections()[name].n_units))
+                terms[name] = type(term).from_dense(dense)
         optimizer.step(terms=terms)
+        self.adapt(self._world_mean(activity.mean(0)))
         self.log("train/activity", activity.mean(), prog_bar=True, batch_size=len(images))
         self.log("train/active_fraction", (activity > 0).float().mean(), batch_size=len(images))
+
+    def _distributed(self) -> bool:
+        return self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def _world_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over the DDP processes (``tensor`` itself when there is one)."""
+        if not self._distributed():
+            return tensor
+        tensor = tensor.contiguous()
+        dist.all_reduce(tensor)
+        return tensor.div_(self.trainer.world_size)
 
     def on_validation_epoch_start(self):
         self._val_outputs = []
@@ -176,8 +205,11 @@ class SelfOrganizingTask(Task):
         responses, orientation, phase, frequency = (torch.cat(parts) for parts in zip(*self._val_outputs,
                                                                                        strict=True))
         self._val_outputs = []
-        result = measure_map(responses, orientation, phase, frequency, self.sheet_shape)
+        result = measure_map(responses, orientation, phase, frequency, self.sheet_shape, self.map_margin)
         self.last_map = result
+        if stage == "val":
+            self.map_history.append({"step": self.global_step, "preference": result.preference.clone(),
+                                     "selectivity": result.selectivity.clone()})
         # Every process measured the same gratings with the same weights: the values agree.
         self.log(f"{stage}/selectivity", result.selectivity_mean, prog_bar=True, sync_dist=True)
         self.log(f"{stage}/preference_uniformity", result.uniformity, sync_dist=True)
@@ -191,9 +223,7 @@ class SelfOrganizingTask(Task):
                              step, dataformats="HWC")
             writer.add_histogram(f"{stage}/preference", result.preference.flatten(), step,
                                  bins=np.linspace(0, 180, 19))
-            picture = self.weight_picture()
-            if picture is not None:
-                writer.add_image(f"{stage}/afferent_weights", picture, step, dataformats="HWC")
+            writer.add_image(f"{stage}/afferent_weights", self.weight_picture(), step, dataformats="HWC")
 
     def configure_optimizers(self):
         raise NotImplementedError("a self-organising model returns its DivisiveHebbian optimiser")
