@@ -27,8 +27,8 @@ from bioviz.stimuli import gaussian, sine_gratings
 
 __all__ = [
     "Tuning", "OrientationMap", "Pinwheels", "RandomOrientationMap", "orientation_tuning", "tuning_statistics",
-    "orientation_map", "pinwheel_density", "find_pinwheels", "local_column_spacing", "spectral_column_spacing", "random_orientation_map",
-    "stability_index", "orientation_difference",
+    "orientation_map", "pinwheel_density", "find_pinwheels", "local_column_spacing", "spectral_column_spacing",
+    "random_orientation_map", "stability_index", "orientation_difference",
 ]
 
 

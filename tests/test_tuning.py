@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from bioviz.stimuli import center_surround, gabor
-from bioviz.tuning import _zero_crossings  # the crossing solver itself, on a hand-made plaquette
 from bioviz.tuning import (
+    _zero_crossings,  # the crossing solver itself, on a hand-made plaquette
     find_pinwheels,
     local_column_spacing,
     orientation_difference,

@@ -82,7 +82,8 @@ class LissomDataModule(pl.LightningDataModule):
 
     ``steps_per_epoch`` training batches of ``batch_size`` per process make an epoch (validation runs after each).
     ``blob_min_separation`` (pixels) keeps an image's blob centres apart (Topographica's ``SeparatedComposite``:
-    2.2 afferent radii for the book's maps). ``blob_scale`` is the blobs' peak brightness (GCAL: 0.7). Exposes ``in_shape`` for the CLI to link into the model.
+    2.2 afferent radii for the book's maps). ``blob_scale`` is the blobs' peak brightness (the input contrast).
+    Exposes ``in_shape`` for the CLI to link into the model.
     """
 
     def __init__(self, image_size: int = 36, n_blobs: int = 2, blob_sigma: Sequence[float] = (0.75, 2.5),
