@@ -1,9 +1,11 @@
-"""One LISSOM settle-and-learn step at 48 x 48: local weights (zoo.layers.lissom) against the dense-matrix
-formulation of the same model (what pylissom does: every projection a dense [units, inputs] matrix times a mask).
+"""One settle-and-learn step of a self-organising map (LISSOM, or GCAL with ``--config configs/gcal/cortex_48.yaml``):
+local weights (zoo.layers.lissom) against the dense-matrix formulation of the same model (what pylissom does: every
+projection a dense [units, inputs] matrix times a mask).
 
 Both start from the same weights (the dense matrices are the local weights scattered into place), see the same
 images and must end with the same weights (checked). A step = LGN, afferent drive, settling with lateral excitation
-and inhibition, Hebbian terms from the settled activity, divisive normalisation of all three projections.
+and inhibition, Hebbian terms from the settled activity, divisive normalisation of the learning projections, and for
+GCAL the homeostatic update of every unit's threshold (each formulation keeps its own thresholds).
 
     OMP_NUM_THREADS=1 python bench/lissom.py [--config configs/lissom/cortex_48.yaml] [--steps 30] [--batch 1]
         [--checkpoint runs/lissom_cortex_48/version_0/checkpoints/last.ckpt]
@@ -25,8 +27,8 @@ import torch
 import yaml
 
 from bioviz.stimuli import random_gaussian_blobs
-from zoo.layers.lissom import LocalProjection, piecewise_sigmoid
-from zoo.models import Lissom
+from zoo.layers.lissom import HomeostaticV1, LocalProjection, piecewise_sigmoid
+from zoo.models import Gcal, Lissom
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,32 +46,47 @@ def dense_matrix(projection: LocalProjection) -> tuple[torch.Tensor, torch.Tenso
     return dense, mask
 
 
-class DenseLissom:
+class DenseNetwork:
     """The same network with dense matrices: settling and learning as pylissom does them (but with ON/OFF kept
-    apart and learning from the settled activity, so that the two formulations compute the same thing)."""
+    apart and learning from the settled activity, so that the two formulations compute the same thing). GCAL's
+    thresholds are copied, and adapted here as ``HomeostaticV1.adapt`` does."""
 
-    def __init__(self, model: Lissom, alphas: dict[str, float]):
+    def __init__(self, model: Lissom | Gcal, alphas: dict[str, float]):
         v1 = model.network.v1
         self.lgn, self.v1, self.alphas = model.network.lgn, v1, alphas
         self.weights, self.masks = {}, {}
         for name in ("afferent", "excitatory", "inhibitory"):
             self.weights[name], self.masks[name] = dense_matrix(getattr(v1, name))
+        self.homeostatic = isinstance(v1, HomeostaticV1)
+        if self.homeostatic:
+            self.thresholds, self.average = v1.unit_thresholds.clone(), v1.average_activity.clone()
+        else:
+            self.lower, self.upper = v1.thresholds.tolist()
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.homeostatic:
+            return (x - self.thresholds).clamp_min(0.0)
+        return piecewise_sigmoid(x, self.lower, self.upper)
 
     @torch.no_grad()
     def step(self, retina: torch.Tensor) -> None:
         v1, w = self.v1, self.weights
-        lower, upper = v1.thresholds.tolist()
         lgn = self.lgn(retina).flatten(1)  # [B, 2 * L^2]
         drive = v1.gamma_a * lgn @ w["afferent"].T
-        eta = piecewise_sigmoid(drive, lower, upper)
+        eta = self.activation(drive)
         for _ in range(int(v1.settling_steps)):
             lateral = v1.gamma_e * eta @ w["excitatory"].T - v1.gamma_i * eta @ w["inhibitory"].T
-            eta = piecewise_sigmoid(drive + lateral, lower, upper)
+            eta = self.activation(drive + lateral)
         for name, pre in (("afferent", lgn), ("excitatory", eta), ("inhibitory", eta)):
+            if self.alphas[name] == 0:  # GCAL's fixed lateral excitation
+                continue
             weight = w[name]
             weight.addmm_(eta.T, pre, alpha=self.alphas[name] / len(eta))  # outer products summed over the batch
             weight.mul_(self.masks[name])
             weight.div_(weight.sum(1, keepdim=True))
+        if self.homeostatic:
+            self.average.mul_(v1.smoothing).add_(eta.mean(0), alpha=1 - v1.smoothing)
+            self.thresholds.add_(self.average - v1.target_activity, alpha=v1.homeostatic_rate)
 
 
 def timed(fn, image) -> float:
@@ -86,27 +103,29 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="time the step on these trained weights")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
-    data, init = config["data"]["init_args"], config["model"]["init_args"]
+    data, init = config["data"]["init_args"], config["model"].get("init_args") or {}
+    model_class = {"Lissom": Lissom, "Gcal": Gcal}[config["model"]["class_path"].rsplit(".", 1)[-1]]
     size = data["image_size"]
     torch.manual_seed(0)
     if args.checkpoint:
-        model = Lissom.load_from_checkpoint(args.checkpoint, map_location="cpu")
+        model = model_class.load_from_checkpoint(args.checkpoint, map_location="cpu")
     else:
-        model = Lissom(in_shape=[1, size, size], **init)
+        model = model_class(in_shape=[1, size, size], **init)
     optimizer = model.configure_optimizers()
-    if args.checkpoint:  # the learning rates the schedule had reached
+    if args.checkpoint:  # the learning rates a schedule had reached
         model.before_step(torch.load(args.checkpoint, weights_only=False)["global_step"], optimizer)
     alphas = optimizer.alphas()
-    dense = DenseLissom(model, alphas)
-    separation = data.get("blob_min_separation", 0.0)
+    dense = DenseNetwork(model, alphas)
     images = random_gaussian_blobs(args.steps * args.batch, (size, size), data["n_blobs"], data["blob_sigma"],
-                                   seed=1, min_separation=separation).view(args.steps, args.batch, 1, size, size)
+                                   data.get("margin", 0.0), seed=1, min_separation=data.get("blob_min_separation", 0.0),
+                                   scale=data.get("blob_scale", 1.0)).view(args.steps, args.batch, 1, size, size)
 
     activity = []
 
     def local_step(image):
         eta, terms = model.network.hebbian_terms(image, alphas)
         optimizer.step(terms=terms)
+        model.adapt(eta.mean(0))
         activity.append(float((eta > 0).float().mean()))
 
     # Interleaved, step by step, so that both see the same machine state (timings on a shared or virtual CPU
@@ -120,6 +139,9 @@ def main() -> None:
         scattered, _ = dense_matrix(local_weight)
         error = (scattered - dense.weights[name]).abs().max().item()
         assert error < 1e-5, f"{name}: the formulations disagree by {error}"
+    if dense.homeostatic:
+        error = (dense.thresholds - model.network.v1.unit_thresholds).abs().max().item()
+        assert error < 1e-5, f"thresholds: the formulations disagree by {error}"
 
     active = statistics.mean(activity)
     local_ms, dense_ms = (1e3 * statistics.median(t[2:]) for t in (local_times, dense_times))
@@ -128,8 +150,8 @@ def main() -> None:
     mask_mb = sum(m.numel() for m in dense.masks.values()) * 4 / 2**20
     n = model.sheet_shape[0]
     weights = f"trained weights ({args.checkpoint})" if args.checkpoint else "untrained weights"
-    print(f"LISSOM settle-and-learn step, V1 {n}x{n}, retina {size}x{size}, batch {args.batch}, {weights}, "
-          f"{int(model.network.v1.settling_steps)} settling steps, torch {torch.__version__}, "
+    print(f"{model_class.__name__} settle-and-learn step, V1 {n}x{n}, retina {size}x{size}, batch {args.batch}, "
+          f"{weights}, {int(model.network.v1.settling_steps)} settling steps, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); median of {args.steps - 2} steps; V1 active fraction "
           f"{active:.3f}")
     print(f"{'formulation':<28}{'ms/step':>10}{'weights MB':>12}{'+ masks MB':>12}")
