@@ -2,15 +2,18 @@
 
 Training batches are ``(images,)``. Each step settles the network on the batch, computes the Hebbian terms from the
 settled activity, averages them across DDP processes (so every process keeps the same weights), and applies them
-with the model's ``DivisiveHebbian`` optimiser (manual optimisation: ``global_step`` counts Hebbian updates).
+with the model's ``DivisiveHebbian`` optimiser (manual optimisation: ``global_step`` counts Hebbian updates); then
+the model may adapt (GCAL's homeostatic thresholds) from each unit's activity, averaged over the processes too.
 
 Validation batches are sine gratings ``(images, orientation, phase, frequency)`` (degrees, degrees,
 cycles/pixel). At the end of validation the responses give each unit's tuning curve (max over phase, best
 frequency), and ``bioviz.tuning`` turns them into the orientation map. Logged: ``val/selectivity`` (mean normalised
-vector magnitude, the monitored metric), ``val/pinwheel_density`` (pinwheels per squared column spacing; ~pi in
-cortex), ``val/column_spacing`` (pixels), ``val/preference_uniformity`` (entropy of the preference histogram in 12
-bins over its maximum: 1 = uniform), and, on a TensorBoard logger, the orientation map and the model's weight picture
-(``weight_picture``).
+vector magnitude, the monitored metric), ``val/pinwheel_density`` (pinwheels per squared column spacing, Kaschube et
+al.'s method, counted ``map_margin`` units in from the edges; pi in cortex), ``val/column_spacing`` (pixels, the mean
+local spacing there), ``val/preference_uniformity`` (entropy of the preference histogram in 12 bins over its
+maximum: 1 = uniform), and, on a TensorBoard logger, the orientation map and the afferent weights
+(``weight_picture``). Every validation map is also kept in ``map_history`` (saved in checkpoints) for the study of
+the map's development.
 """
 
 from __future__ import annotations
