@@ -40,13 +40,18 @@ def analyse(path: Path, model_class) -> dict:
     model = model_class(**hparams)
     final = history[-1]
     margin = model.map_margin
-    pinwheels = pinwheel_density(final["preference"], final["selectivity"], margin=margin)
     h, w = final["preference"].shape
     inner = (slice(margin, h - margin), slice(margin, w - margin))
-    spectral = spectral_column_spacing(final["preference"][inner], final["selectivity"][inner])
+    try:
+        pinwheels = pinwheel_density(final["preference"], final["selectivity"], margin=margin)
+        spectral = spectral_column_spacing(final["preference"][inner], final["selectivity"][inner])
+        spectral_density = pinwheels.count * spectral**2 / pinwheels.area
+    except ValueError as err:  # no columns: a map that did not form
+        print(f"{path}: no column spacing ({err})")
+        pinwheels, spectral, spectral_density = None, math.nan, math.nan
     return {
         "path": path, "step": final["step"], "pinwheels": pinwheels, "spectral_spacing": spectral,
-        "spectral_density": pinwheels.count * spectral**2 / pinwheels.area,
+        "spectral_density": spectral_density,
         "selectivity": float(final["selectivity"].mean()), "final": final,
         "steps": [m["step"] for m in history],
         "stability": [stability_index(m["preference"], final["preference"]) for m in history],
@@ -65,12 +70,16 @@ def report(name: str, runs: list[dict]) -> None:
     print(f"{'run':<44}{'step':>7}{'select.':>9}{'pinwheels':>11}{'spacing':>9}{'density':>9}"
           f"{'spectral':>10}{'-> density':>11}{'SI mean':>9}{'SI @1k':>8}")
     for run in runs:
-        pw: Pinwheels = run["pinwheels"]
+        pw: Pinwheels | None = run["pinwheels"]
+        count, spacing, density = (pw.count, pw.column_spacing, pw.density) if pw else (0, math.nan, math.nan)
         at_1000 = dict(zip(run["steps"], run["stability"], strict=True)).get(1000, math.nan)
-        print(f"{str(run['path'])[-44:]:<44}{run['step']:>7}{run['selectivity']:>9.3f}{pw.count:>11}"
-              f"{pw.column_spacing:>9.2f}{pw.density:>9.2f}{run['spectral_spacing']:>10.2f}"
+        print(f"{str(run['path'])[-44:]:<44}{run['step']:>7}{run['selectivity']:>9.3f}{count:>11}"
+              f"{spacing:>9.2f}{density:>9.2f}{run['spectral_spacing']:>10.2f}"
               f"{run['spectral_density']:>11.2f}{statistics.mean(run['stability']):>9.3f}{at_1000:>8.3f}")
-    densities = [r["pinwheels"].density for r in runs]
+    densities = [r["pinwheels"].density for r in runs if r["pinwheels"]]
+    if not densities:
+        print("no run formed a map with columns")
+        return
     within = sum(abs(d - math.pi) <= 0.2 * math.pi for d in densities)
     print(f"density {mean_sd(densities)} (Kaschube), {mean_sd(r['spectral_density'] for r in runs)} (spectral "
           f"peak); {within} of {len(runs)} within pi +- 20 %; mean within 20 %: "
@@ -95,12 +104,15 @@ def figure(groups: dict[str, list[dict]]) -> Figure:
         run, pw = runs[0], runs[0]["pinwheels"]
         ax.imshow(orientation_map_rgb(run["final"]["preference"], run["final"]["selectivity"]),
                   interpolation="nearest")
+        ax.set_axis_off()
+        if pw is None:
+            ax.set_title(f"{name}: no columns", fontsize=9)
+            continue
         pos, charge = pw.positions.numpy(), pw.charges.numpy()
         for sign, marker in ((1, "o"), (-1, "s")):
             ax.scatter(pos[charge == sign, 1], pos[charge == sign, 0], s=10, marker=marker, facecolors="none",
                        edgecolors="white", linewidths=0.8)
         ax.set_title(f"{name}: {pw.count} pinwheels, {pw.density:.2f} per $\\Lambda^2$", fontsize=9)
-        ax.set_axis_off()
     return fig
 
 
