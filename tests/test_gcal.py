@@ -1,6 +1,9 @@
 """GCAL: the sheet geometry, the LGN's contrast-gain control, the homeostatic thresholds, training under Lightning
 (exact resume, the map history) and the data's contrast."""
 
+import subprocess
+import sys
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -11,8 +14,10 @@ from zoo.data import LissomDataModule
 from zoo.data.lissom import BlobImages
 from zoo.layers import DogLGN
 from zoo.layers.lissom import GainControlLGN, HomeostaticV1
-from zoo.models import Gcal
+from zoo.models import Gcal, Lissom
 from zoo.models.gcal import gcal_geometry
+
+from conftest import REPO
 
 # V1 10 x 10, LGN 18 x 18, retina 24 x 24.
 TINY = dict(in_shape=[1, 24, 24], area=1.0, cortex_density=10, lgn_density=8)
@@ -116,3 +121,24 @@ def test_training_adapts_thresholds_learns_and_resumes_exactly(tmp_path):
     assert len(resumed.map_history) == 4
     for a, b in zip(model.map_history, resumed.map_history, strict=True):
         assert a["step"] == b["step"] and torch.equal(a["preference"], b["preference"])
+
+
+def test_map_development_reads_stability_and_density_from_checkpoints(tmp_path):
+    """examples/map_development.py on a GCAL and a LISSOM run: one row per run, at the run's last step, and the
+    figure."""
+    model, _ = fit(tmp_path / "gcal", max_epochs=3)
+    gcal = next((tmp_path / "gcal").rglob("*.ckpt"))
+    pl.seed_everything(0)
+    lissom_model = Lissom(in_shape=[1, 24, 24], cortex_size=10, schedule_scale=0.005)
+    data = LissomDataModule(image_size=24, steps_per_epoch=5, map_orientations=4, map_phases=2)
+    pl.Trainer(max_epochs=2, default_root_dir=tmp_path / "lissom", logger=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(lissom_model, data)
+    lissom = next((tmp_path / "lissom").rglob("*.ckpt"))
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "map_development.py"), "--gcal", str(gcal),
+                           "--lissom", str(lissom), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GCAL: 1 runs" in proc.stdout and "LISSOM: 1 runs" in proc.stdout
+    assert (tmp_path / "out" / "map_development.png").is_file()
+    gcal_row = next(line for line in proc.stdout.splitlines() if line.startswith(str(gcal)[-44:]))
+    assert gcal_row.split()[1] == "15" and len(model.map_history) == 3  # 3 validations of 5 updates
