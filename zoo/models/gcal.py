@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
-from zoo.layers.lissom import DivisiveHebbian, GainControlLGN, HomeostaticV1, LissomNetwork
+from zoo.layers.lissom import GainControlLGN, HomeostaticV1, LissomNetwork
 from zoo.tasks.selforganizing import SelfOrganizingTask
 
 __all__ = ["Gcal", "gcal_geometry"]
@@ -113,15 +113,8 @@ class Gcal(SelfOrganizingTask):
         # Pinwheels are counted on the central 1 x 1 sheet units, as in the paper (edge units lack part of their
         # lateral connections).
         self.map_margin = max(0, round((area - 1.0) / 2 * cortex_density))
+        self.learning_rates = {"afferent": lr_afferent, "excitatory": lr_excitatory, "inhibitory": lr_inhibitory}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return DivisiveHebbian(self.network.projections(), {"afferent": hp.lr_afferent,
-                                                            "excitatory": hp.lr_excitatory,
-                                                            "inhibitory": hp.lr_inhibitory})
 
     def adapt(self, activity: torch.Tensor) -> None:
         self.network.v1.adapt(activity)

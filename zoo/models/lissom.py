@@ -136,15 +136,8 @@ class Lissom(SelfOrganizingTask):
         )
         self.excitatory_radius_start = r_e
         self.sheet_shape = (n, n)
+        self.learning_rates = {"afferent": lr_afferent, "excitatory": lr_excitatory, "inhibitory": lr_inhibitory}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return DivisiveHebbian(self.network.projections(), {"afferent": hp.lr_afferent,
-                                                            "excitatory": hp.lr_excitatory,
-                                                            "inhibitory": hp.lr_inhibitory})
 
     def before_step(self, step: int, optimizer: DivisiveHebbian) -> None:
         if not self.hparams.schedule:

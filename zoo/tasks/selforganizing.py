@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from bioviz.callbacks import tensorboard_writer
 from bioviz.plot import orientation_map_rgb, tile_images
 from bioviz.tuning import orientation_map, pinwheel_density
+from zoo.layers.lissom import DivisiveHebbian
 from zoo.tasks.base import Task
 
 __all__ = ["SelfOrganizingTask", "MapMeasurement", "measure_map", "preference_uniformity"]
@@ -83,15 +84,16 @@ def measure_map(responses: torch.Tensor, orientation: torch.Tensor, phase: torch
 class SelfOrganizingTask(Task):
     """Base for Hebbian self-organising models.
 
-    Subclasses build ``self.network`` (a ``LissomNetwork``: ``hebbian_terms(images, alphas) -> (activity, {name:
-    term})``, ``projections()``, ``v1.afferent``), set ``sheet_shape`` (H, W), implement ``configure_optimizers`` (a
-    ``DivisiveHebbian``) and ``forward`` (the sheet's activity ``[B, 1, H, W]``), and may override
-    ``before_step(step, optimizer)`` to apply a schedule and ``adapt(activity)`` for homeostasis.
+    Subclasses build ``self.network`` (a ``LissomNetwork``: ``forward`` gives the sheet's activity ``[B, 1, H, W]``,
+    ``hebbian_terms(images, alphas) -> (activity, {name: term})``, ``projections()``, ``v1.afferent``), set
+    ``sheet_shape`` (H, W) and ``learning_rates`` ({projection: rate per unit} for the ``DivisiveHebbian``), and may
+    override ``before_step(step, optimizer)`` to apply a schedule and ``adapt(activity)`` for homeostasis.
     """
 
     monitor = "val/selectivity"
     monitor_mode = "max"
     sheet_shape: tuple[int, int]
+    learning_rates: dict[str, float]
     map_margin: int = 0  # units at each edge of the sheet left out of the pinwheel count (bioviz.tuning)
 
     def __init__(self, in_shape: Sequence[int], **shape_checks):
@@ -228,5 +230,8 @@ class SelfOrganizingTask(Task):
                                  bins=np.linspace(0, 180, 19))
             writer.add_image(f"{stage}/afferent_weights", self.weight_picture(), step, dataformats="HWC")
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
     def configure_optimizers(self):
-        raise NotImplementedError("a self-organising model returns its DivisiveHebbian optimiser")
+        return DivisiveHebbian(self.network.projections(), self.learning_rates)
