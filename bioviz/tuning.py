@@ -219,7 +219,7 @@ class Pinwheels:
     the real and imaginary parts of the complex map cross) and ``charges`` ``[k]`` (+1: the preference grows by 180
     degrees on a turn in the sense of ``atan2(row, column)``, -1: the opposite); ``column_spacing`` (pixels: the mean
     local column spacing over the counted region, ``local_column_spacing``), ``area`` (pixels^2 counted) and
-    ``density`` = count * spacing^2 / area (pi in cat, tree shrew, galago and ferret; Kaschube et al. 2010)."""
+    ``density`` = count * spacing^2 / area (pi in tree shrew, galago and ferret; Kaschube et al. 2010)."""
 
     positions: torch.Tensor
     charges: torch.Tensor
@@ -339,12 +339,15 @@ def local_column_spacing(
     n = len(wavelengths)
     valid = (best >= 2) & (best <= n - 3)
     j = best.clamp(1, n - 2)
+    # The vertex of the parabola through the three samples around the peak, in log wavelength (any spacing).
     before, at, after = (modulus.gather(0, (j + d)[None])[0] for d in (-1, 0, 1))
-    curvature = before - 2 * at + after
-    shift = torch.where(curvature < 0, 0.5 * (before - after) / curvature, torch.zeros_like(at)).clamp(-0.5, 0.5)
     log_w = wavelengths.log()
-    step = (log_w[j + 1] - log_w[j - 1]) / 2
-    spacing = torch.exp(log_w[j] + shift * step)
+    x0, x1, x2 = log_w[j - 1], log_w[j], log_w[j + 1]
+    d0, d2 = x0 - x1, x2 - x1
+    numerator = (before - at) * d2**2 - (after - at) * d0**2
+    denominator = 2 * ((before - at) * d2 - (after - at) * d0)
+    vertex = torch.where(denominator != 0, numerator / denominator, torch.zeros_like(at))
+    spacing = torch.exp(x1 + vertex.clamp(d0 / 2, d2 / 2))
     return torch.where(valid, spacing, torch.full_like(spacing, math.nan))
 
 
@@ -368,12 +371,21 @@ def _smooth_size(n: int) -> int:
         n += 1
 
 
+def _defined_plaquettes(z: torch.Tensor, periodic: bool) -> torch.Tensor:
+    """The plaquettes whose four corners all have an orientation (``z != 0``): a silent, untuned unit (selectivity
+    0) leaves the map undefined around it, and its zero would read as a pinwheel."""
+    nonzero = z != 0
+    if periodic:
+        return nonzero & nonzero.roll(-1, 1) & nonzero.roll(-1, 0) & nonzero.roll((-1, -1), (0, 1))
+    return nonzero[:-1, :-1] & nonzero[:-1, 1:] & nonzero[1:, :-1] & nonzero[1:, 1:]
+
+
 def _zero_crossings(z: torch.Tensor, periodic: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the zero contours of ``Re z`` and ``Im z`` cross, with ``z`` interpolated bilinearly between pixel
     centres: ``(positions [k, 2] (row, column), charges [k])``. In each plaquette of 2 x 2 pixels both parts are
     ``a0 + a1 x + a2 y + a3 x y``; eliminating ``y`` leaves a quadratic in ``x``, whose roots inside the plaquette
     are the crossings (two of opposite charge may share a plaquette). The charge is the sign of the Jacobian
-    ``d(Re z, Im z) / d(column, row)``."""
+    ``d(Re z, Im z) / d(column, row)``. Plaquettes with a corner where ``z = 0`` are skipped."""
 
     def coefficients(f):
         if periodic:
@@ -384,6 +396,7 @@ def _zero_crossings(z: torch.Tensor, periodic: bool) -> tuple[torch.Tensor, torc
 
     a0, a1, a2, a3 = coefficients(z.real)
     b0, b1, b2, b3 = coefficients(z.imag)
+    defined = _defined_plaquettes(z, periodic)
     quad, lin, const = a1 * b3 - b1 * a3, a0 * b3 + a1 * b2 - b0 * a3 - b1 * a2, a0 * b2 - b0 * a2
     disc = lin * lin - 4 * quad * const
     root = disc.clamp_min(0).sqrt()
@@ -395,7 +408,7 @@ def _zero_crossings(z: torch.Tensor, periodic: bool) -> tuple[torch.Tensor, torc
     for x in (torch.where(quad != 0, q / quad, nan), torch.where(q != 0, const / q, nan)):
         den_a, den_b = a2 + a3 * x, b2 + b3 * x
         y = torch.where(den_a.abs() >= den_b.abs(), -(a0 + a1 * x) / den_a, -(b0 + b1 * x) / den_b)
-        found = (disc > 0) & (x >= 0) & (x < 1) & (y >= 0) & (y < 1)
+        found = defined & (disc > 0) & (x >= 0) & (x < 1) & (y >= 0) & (y < 1)
         jacobian = (a1 + a3 * y) * den_b - den_a * (b1 + b3 * y)
         positions.append(torch.stack([rows[found] + y[found], cols[found] + x[found]], 1))
         charges.append(torch.sign(jacobian[found]).long())
@@ -418,8 +431,11 @@ def pinwheel_density(
     spacing, by the method of Kaschube et al. (2010): pinwheels where the zero contours of the real and imaginary
     parts of ``z = selectivity * exp(2 i preference)`` cross (``selectivity`` 1 if not given), the column spacing
     the mean of the wavelet estimate ``local_column_spacing`` over the counted region, and the density
-    ``count * spacing^2 / area``. On Gaussian random maps with a narrow ring spectrum it gives pi (Wolf & Geisel
-    1998; docs/tuning.md); ``spectral_column_spacing`` is a quicker, coarser check of the spacing.
+    ``count * spacing^2 / area`` (their count estimate; their band-pass filtering and scan over low-pass cut-offs,
+    made for noisy imaging data, are not applied). The wavelet spacing reads a few % long, more on broadband or
+    small maps, so on Gaussian random maps with a thin ring spectrum the density comes out ~4 % above pi (Wolf &
+    Geisel 1998; BENCHMARKS.md, pinwheel-density estimator); ``spectral_column_spacing`` is a quicker, coarser check.
+    Plaquettes with a silent unit (``selectivity`` 0) at a corner hold no pinwheel and no area.
 
     ``periodic=True`` treats the map as a torus. ``margin`` (pixels, non-periodic maps only) counts only the
     pinwheels and spacings at least that far inside the outermost pixel centres, and divides by that interior's
@@ -440,14 +456,15 @@ def pinwheel_density(
     angle = torch.rad2deg(torch.angle(z)) / 2 % 180
     spacing_map = local_column_spacing(angle, z.abs(), periodic, wavelengths)
     positions, charges = _zero_crossings(z, periodic)
+    defined = _defined_plaquettes(z, periodic)
     if periodic:
-        area = float(h * w)
+        area = float(defined.sum())
         region = spacing_map
     else:
         low, high = float(margin), torch.tensor([h - 1.0 - margin, w - 1.0 - margin], dtype=torch.float64)
         keep = ((positions >= low) & (positions <= high)).all(1)
         positions, charges = positions[keep], charges[keep]
-        area = float((high[0] - low) * (high[1] - low))
+        area = float(defined[margin:h - 1 - margin, margin:w - 1 - margin].sum())  # plaquettes of unit area
         region = spacing_map[margin:h - margin, margin:w - margin]
     if bool(region.isnan().all()):
         raise ValueError("no pixel of the region has a local column spacing inside the wavelengths searched; pass "

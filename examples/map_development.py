@@ -6,13 +6,14 @@
         --lissom runs/lissom_cortex_48/version_*/checkpoints/last.ckpt --out docs/gcal
 
 Every run's checkpoint keeps the map measured at each validation (``map_history``). For each run it prints the final
-map's pinwheel density by the method of Kaschube et al. (2010) (``bioviz.tuning.pinwheel_density``: on GCAL's
-central 1 x 1 sheet units, as in Stevens et al. 2013, on LISSOM's whole sheet), the mean local column spacing, the
-spectral-peak spacing and the density it would give (the quick check), the mean selectivity, and the stability index
-(``bioviz.tuning.stability_index``: 1 - 4 mean|d| / 180 against the run's final map) at each measurement and averaged
-over development, as the paper reports it; then the mean and spread over each model's runs. The figure shows the
-stability and selectivity curves of every run side by side, and the final map of each model's first run with its
-pinwheels.
+map's pinwheel density by the method of Kaschube et al. (2010) (``bioviz.tuning.pinwheel_density``), the mean local
+column spacing, the spectral-peak spacing and the density it would give (the quick check), the mean selectivity, and
+the stability index (``bioviz.tuning.stability_index``: 1 - 4 mean|d| / 180 against the run's final map) at each
+measurement and averaged over them (the paper's average also counts the untrained map, which the history does not
+hold); then the mean and spread over each model's runs. Everything is measured on the region the model counts
+pinwheels on (``map_margin``: GCAL's central 1 x 1 sheet units, as in Stevens et al. 2013; LISSOM's whole sheet).
+The figure shows the stability and selectivity curves of every run side by side, and the final map of each model's
+first run with its pinwheels.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def analyse(path: Path, model_class) -> dict:
         "spectral_density": spectral_density,
         "selectivity": float(final["selectivity"].mean()), "final": final,
         "steps": [m["step"] for m in history],
-        "stability": [stability_index(m["preference"], final["preference"]) for m in history],
-        "selectivity_curve": [float(m["selectivity"].mean()) for m in history],
+        "stability": [stability_index(m["preference"][inner], final["preference"][inner]) for m in history],
+        "selectivity_curve": [float(m["selectivity"][inner].mean()) for m in history],
     }
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from bioviz.stimuli import gaussian_blob
 from zoo.data import LissomDataModule
 from zoo.data.lissom import BlobImages
+from zoo.errors import ShapeMismatchError
 from zoo.layers import DogLGN
 from zoo.layers.lissom import GainControlLGN, HomeostaticV1
 from zoo.models import Gcal, Lissom
@@ -23,7 +24,7 @@ from conftest import REPO
 TINY = dict(in_shape=[1, 24, 24], area=1.0, cortex_density=10, lgn_density=8)
 
 
-def test_geometry_follows_topographicas_sheets():
+def test_geometry_gives_v1_whole_fields_in_sheet_coordinates():
     # The paper's area (1.5 x 1.5 sheet units) at V1 density 48: LGN 36 units under V1 plus 13 (afferent radius
     # 6.5 + gain-control radius 6) on each side, retina 9 (the DoG's radius) beyond that.
     assert gcal_geometry(area=1.5) == {"cortex": 72, "lgn": 62, "retina": 80, "lgn_border": 13, "retina_border": 9}
@@ -142,3 +143,13 @@ def test_map_development_reads_stability_and_density_from_checkpoints(tmp_path):
     assert (tmp_path / "out" / "map_development.png").is_file()
     gcal_row = next(line for line in proc.stdout.splitlines() if line.startswith(str(gcal)[-44:]))
     assert gcal_row.split()[1] == "15" and len(model.map_history) == 3  # 3 validations of 5 updates
+
+
+def test_a_checkpoint_of_another_retina_is_refused_by_name(tmp_path):
+    """The map history rides in the checkpoint without hiding Task's check of the data's shape."""
+    fit(tmp_path, max_epochs=1)
+    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
+    assert len(ckpt["map_history"]) == 1
+    other = Gcal(in_shape=[1, 26, 26], area=1.0, cortex_density=10, lgn_density=8, lgn_radius=0.5)
+    with pytest.raises(ShapeMismatchError, match="in_shape: checkpoint"):
+        other.on_load_checkpoint(ckpt)

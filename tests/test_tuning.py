@@ -144,6 +144,23 @@ def test_two_pinwheels_of_opposite_charge_in_one_plaquette_are_both_found():
     assert sorted(charges.tolist()) == [-1, 1]
 
 
+def test_silent_units_leave_the_map_undefined_around_them_not_a_pinwheel():
+    """A unit that never responds has selectivity 0 (z = 0): its plaquettes hold neither pinwheels nor area."""
+    truth = random_orientation_map((48, 48), 12, seed=0)
+    selectivity = truth.selectivity.clone()
+    silent = [(r, c) for r in range(5, 45, 8) for c in range(5, 45, 8)]  # 25 isolated units
+    for r, c in silent:
+        selectivity[r, c] = 0.0
+    wavelengths = torch.linspace(8, 24, 12)
+    whole = pinwheel_density(truth.preference, truth.selectivity, periodic=True, wavelengths=wavelengths)
+    holed = pinwheel_density(truth.preference, selectivity, periodic=True, wavelengths=wavelengths)
+    assert holed.area == whole.area - 4 * len(silent)
+    assert holed.count <= whole.count  # each silent unit used to read as a pinwheel: 25 more, not fewer
+    units = torch.tensor(silent, dtype=torch.float64)
+    offsets = (holed.positions[:, None, :] - units[None]).abs().amax(2)  # [pinwheels, silent units]
+    assert bool((offsets >= 1).all())  # none in the four plaquettes around a silent unit
+
+
 def test_margin_counts_the_interior_only():
     preference, selectivity = square_lattice()
     wavelengths = torch.linspace(10, 24, 8)

@@ -13,11 +13,14 @@ GCAL is LISSOM with three changes, each built here on LISSOM's own pieces (``zoo
 
 Geometry follows Topographica's sheet coordinates: V1 is ``area`` x ``area`` sheet units at ``cortex_density`` units
 per sheet unit; the LGN (``lgn_density``) extends beyond V1 by the afferent radius plus the gain-control radius, and
-the retina (same density as the LGN) beyond the LGN by the DoG's radius, each rounded up to whole LGN units, so
-every unit sees a whole receptive field. Radii and sigmas are given in sheet units as in Topographica (imagen's
-Gaussian ``size`` is twice its sigma); the model converts them into units of the sheet they live on. Learning rates
-are per unit, spread over its connections (Topographica's convention); the afferent rate covers ON and OFF together
-(twice Topographica's per-projection rate, since the two channels are one jointly normalised projection here).
+the retina (same density as the LGN) beyond the LGN by the DoG's radius, each rounded up to whole LGN units: the
+smallest sheets that give V1 the input Topographica's larger ones give it (every LGN unit V1 reads has its whole
+gain-control pool and DoG field). Connection discs hold the offsets within the nominal radius (as for LISSOM);
+Topographica rounds its discs to odd grids, which gives the inhibitory disc 421 units where ours has 377. Radii and
+sigmas are given in sheet units as in Topographica (imagen's Gaussian ``size`` is twice its sigma); the model
+converts them into units of the sheet they live on. Learning rates are per unit, spread over its connections
+(Topographica's convention); the afferent rate covers ON and OFF together (twice Topographica's per-projection rate,
+since the two channels are one jointly normalised projection here).
 Topographica's V1 settles ``tsettle = 16`` times per input: the first activation sees the afferent drive alone, the
 other 15 add the lateral input, hence ``settling_steps = 15``.
 
@@ -114,7 +117,6 @@ class Gcal(SelfOrganizingTask):
         # lateral connections).
         self.map_margin = max(0, round((area - 1.0) / 2 * cortex_density))
         self.learning_rates = {"afferent": lr_afferent, "excitatory": lr_excitatory, "inhibitory": lr_inhibitory}
-
 
     def adapt(self, activity: torch.Tensor) -> None:
         self.network.v1.adapt(activity)

@@ -138,7 +138,6 @@ class Lissom(SelfOrganizingTask):
         self.sheet_shape = (n, n)
         self.learning_rates = {"afferent": lr_afferent, "excitatory": lr_excitatory, "inhibitory": lr_inhibitory}
 
-
     def before_step(self, step: int, optimizer: DivisiveHebbian) -> None:
         if not self.hparams.schedule:
             return

@@ -106,9 +106,11 @@ class SelfOrganizingTask(Task):
         self.map_history: list[dict] = []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["map_history"] = self.map_history
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.map_history = list(checkpoint.get("map_history", []))
 
     def before_step(self, step: int, optimizer) -> None:
@@ -116,7 +118,9 @@ class SelfOrganizingTask(Task):
 
     def adapt(self, activity: torch.Tensor) -> None:
         """Called after every Hebbian update with each unit's settled activity ``[units]``, averaged over the batch
-        and over DDP processes (the same on every process): for homeostatic adaptation."""
+        and over DDP processes (the same on every process): for homeostatic adaptation. One call per update: with
+        ``batch_size`` B on P processes, one adaptation covers B x P inputs (GCAL adapts once per input, so its
+        recipe trains with batch size 1 on one process)."""
 
     @torch.no_grad()
     def measure_map(self, data, response=None) -> MapMeasurement:
@@ -163,7 +167,8 @@ class SelfOrganizingTask(Task):
                 dense = self._world_mean(term.dense(self.network.projections()[name].n_units))
                 terms[name] = type(term).from_dense(dense)
         optimizer.step(terms=terms)
-        self.adapt(self._world_mean(activity.mean(0)))
+        if type(self).adapt is not SelfOrganizingTask.adapt:  # a model with homeostasis
+            self.adapt(self._world_mean(activity.mean(0)))
         self.log("train/activity", activity.mean(), prog_bar=True, batch_size=len(images))
         self.log("train/active_fraction", (activity > 0).float().mean(), batch_size=len(images))
 
@@ -212,7 +217,8 @@ class SelfOrganizingTask(Task):
         self._val_outputs = []
         result = measure_map(responses, orientation, phase, frequency, self.sheet_shape, self.map_margin)
         self.last_map = result
-        if stage == "val":
+        if stage == "val":  # one map per step: a second validation at the same step (trainer.validate) replaces it
+            self.map_history = [m for m in self.map_history if m["step"] != self.global_step]
             self.map_history.append({"step": self.global_step, "preference": result.preference.clone(),
                                      "selectivity": result.selectivity.clone()})
         # Every process measured the same gratings with the same weights: the values agree.
