@@ -125,7 +125,8 @@ def main() -> None:
     def local_step(image):
         eta, terms = model.network.hebbian_terms(image, alphas)
         optimizer.step(terms=terms)
-        model.adapt(eta.mean(0))
+        if dense.homeostatic:  # what Gcal.adapt does in training (less its logging)
+            model.network.v1.adapt(eta.mean(0))
         activity.append(float((eta > 0).float().mean()))
 
     # Interleaved, step by step, so that both see the same machine state (timings on a shared or virtual CPU

@@ -111,6 +111,8 @@ def test_training_adapts_thresholds_learns_and_resumes_exactly(tmp_path):
     assert torch.equal(v1.excitatory.weight, fresh.excitatory.weight)  # lateral excitation is fixed (rate 0)
     assert not torch.allclose(v1.unit_thresholds, fresh.unit_thresholds)
     assert [entry["step"] for entry in model.map_history] == [5, 10, 15, 20]  # one map per validation
+    assert float(trainer.callback_metrics["train/threshold"]) == pytest.approx(float(v1.unit_thresholds.mean()))
+    assert "train/smoothed_activity" in trainer.callback_metrics
 
     ckpt_dir = tmp_path / "b"
     fit(ckpt_dir, max_epochs=2)

@@ -119,4 +119,8 @@ class Gcal(SelfOrganizingTask):
         self.learning_rates = {"afferent": lr_afferent, "excitatory": lr_excitatory, "inhibitory": lr_inhibitory}
 
     def adapt(self, activity: torch.Tensor) -> None:
-        self.network.v1.adapt(activity)
+        v1 = self.network.v1
+        v1.adapt(activity)
+        # Homeostasis at work: the thresholds climb while units fire above the target, then settle.
+        self.log("train/threshold", v1.unit_thresholds.mean())
+        self.log("train/smoothed_activity", v1.average_activity.mean())
