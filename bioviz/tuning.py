@@ -259,7 +259,10 @@ def spectral_column_spacing(preference, selectivity=None, periodic: bool = False
     ``selectivity * exp(2 i preference)`` (a Hann window tapers a non-``periodic`` map first). A check, not the
     estimator behind ``pinwheel_density``: on a small map the spectrum's bins are coarse and its peak is broad, so
     the estimate jumps between bins (``local_column_spacing`` is the literature's method)."""
-    z = _complex_map(preference, selectivity)
+    return _spectral_spacing(_complex_map(preference, selectivity), periodic)
+
+
+def _spectral_spacing(z: torch.Tensor, periodic: bool) -> float:
     h, w = z.shape
     # The power-weighted mean near the peak: a mean over the whole spectrum would be pulled up by the harmonics of
     # the sharp jumps that a unit-magnitude map (no selectivity) has at its pinwheels.
@@ -301,10 +304,13 @@ def local_column_spacing(
     fraction of the wavelet's envelope that lies on the map (the border correction of Kaschube's filters, which
     are normalised by their overlap with the region of interest).
     """
-    z = _complex_map(preference, selectivity)
+    return _local_spacing(_complex_map(preference, selectivity), periodic, wavelengths, orientations)
+
+
+def _local_spacing(z: torch.Tensor, periodic: bool, wavelengths, orientations: int = 16) -> torch.Tensor:
     h, w = z.shape
     if wavelengths is None:
-        guess = spectral_column_spacing(preference, selectivity, periodic)
+        guess = _spectral_spacing(z, periodic)
         wavelengths = guess * torch.logspace(-1, 1, 25, base=2, dtype=torch.float64)
     wavelengths = torch.as_tensor(wavelengths, dtype=torch.float64).flatten()
     if len(wavelengths) < 5 or not bool((wavelengths[1:] > wavelengths[:-1]).all()) or wavelengths[0] <= 0:
@@ -321,8 +327,8 @@ def local_column_spacing(
     qy = (2 * math.pi * torch.fft.fftfreq(size[0]))[:, None]
     qx = (2 * math.pi * torch.fft.fftfreq(size[1]))[None, :]
     theta = torch.arange(orientations) * math.pi / orientations
-    inside = F.pad(torch.ones(h, w), (pad, size[1] - w - pad, pad, size[0] - h - pad))
-    inside_spectrum = torch.fft.fft2(inside)
+    if not periodic:  # where the map is, for the envelope's overlap with it
+        inside_spectrum = torch.fft.fft2(F.pad(torch.ones(h, w), (pad, size[1] - w - pad, pad, size[0] - h - pad)))
     modulus = []
     for wavelength, envelope in zip(wavelengths.tolist(), envelopes.tolist(), strict=True):
         k = 2 * math.pi / wavelength
@@ -453,8 +459,7 @@ def pinwheel_density(
         raise ValueError("the map is uniform (no orientation columns); pinwheel density is undefined")
     if smooth > 0:
         z = _smooth(z, smooth, periodic)
-    angle = torch.rad2deg(torch.angle(z)) / 2 % 180
-    spacing_map = local_column_spacing(angle, z.abs(), periodic, wavelengths)
+    spacing_map = _local_spacing(z, periodic, wavelengths)
     positions, charges = _zero_crossings(z, periodic)
     defined = _defined_plaquettes(z, periodic)
     if periodic:
