@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +37,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import REPO, bioviz, read_test_metrics  # noqa: E402
+
 # name -> run: the model's config in configs/rotequi_v1/ (the run without "_simulated") on simulated.yaml, logged under
 # runs/rotequi_v1_<run>; the longest first, so parallel jobs end together
 MODELS = {
@@ -54,7 +53,6 @@ MODELS = {
     "rotequi_transfer": "transfer_simulated",
 }
 TRAJECTORY_STEPS = 6  # validations shown by --trajectories, evenly spaced
-METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
 
 
 def stack(config: str) -> list[str]:
@@ -72,23 +70,15 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
               f"--trainer.callbacks.patience={args.patience}", f"--trainer.callbacks.val_steps={args.val_steps}",
               f"--trainer.max_steps={args.max_steps}", "--trainer.enable_progress_bar=false",
               *args.extra]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     out = Path(args.out)
     start = time.time()
     # --resume: `bioviz fit --ckpt_path last` continues the run's newest last.ckpt in its own folder (schedule state
     # included) up to the new --max_steps, or starts a new run where there is none; the log is appended to.
     fit = ["fit", "--ckpt_path=last"] if args.resume else ["fit"]
     with open(out / f"{name}.log", "a" if args.resume else "w") as log:
-        for sub in (fit, ["test", "--ckpt_path=best"]):
-            proc = subprocess.run([sys.executable, "-m", "zoo.cli", sub[0], *configs, *common, *sub[1:]],
-                                  cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            log.write(proc.stdout)
-            if proc.returncode:
-                raise RuntimeError(f"{name}: bioviz {sub[0]} failed, see {out / (name + '.log')}")
-            if sub[0] == "fit":
-                fit_seconds, fit_log = time.time() - start, proc.stdout
-    metrics = {k: float(v) for k, v in METRIC.findall(proc.stdout)}
+        fit_log = bioviz([fit[0], *configs, *common, *fit[1:]], out, log)
+        fit_seconds = time.time() - start
+        metrics = read_test_metrics(bioviz(["test", *configs, *common, "--ckpt_path=best"], out, log))
     best = next((out / "runs" / f"rotequi_v1_{config}").glob("version_*/checkpoints/best.ckpt"))
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     params = ckpt["state_dict"]

@@ -114,7 +114,7 @@ def test_resume_continues_the_last_checkpoint_and_appends_the_log(science, monke
         commands.append(command)
         return subprocess.CompletedProcess(command, 0, stdout="│ test/corr │ 0.5 │\n")
 
-    monkeypatch.setattr(science.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)  # what bench/cli_runs.py runs
     args = argparse.Namespace(patience=5, val_steps=50, max_steps=80, extra=[], out=str(tmp_path), resume=resume)
     row = science.run("rotequi_16x8", "fig2_n16_simulated", args)
     fit, test = commands

@@ -1,0 +1,37 @@
+"""Shared by the benchmark drivers that train with the real command line: run ``bioviz`` in its own process and read
+the test metrics it printed.
+
+A process per command keeps runs apart (memory, threads, a crash) and lets drivers run several at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TextIO
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
+
+
+def bioviz(args: list[str], cwd: Path, log: TextIO, threads: str = "1") -> str:
+    """Run ``bioviz ARGS`` in ``cwd`` with this checkout first on the path and ``OMP_NUM_THREADS`` = ``threads``
+    unless the environment sets it; append its output to ``log`` and return it. Raises ``RuntimeError`` naming the
+    log when the command fails."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    log.write(proc.stdout)
+    log.flush()
+    if proc.returncode:
+        raise RuntimeError(f"bioviz {args[0]} failed (exit {proc.returncode}), see {log.name}")
+    return proc.stdout
+
+
+def read_test_metrics(output: str) -> dict[str, float]:
+    """``{"test/acc": ...}`` from the results table that ``bioviz test`` printed (the last one, if several)."""
+    return {key: float(value) for key, value in METRIC.findall(output)}
