@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import importlib.util
 import io
 import os
 import pickle
@@ -19,6 +20,14 @@ from torchvision.io import write_png
 from zoo.data import write_synthetic_v1
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: Path):
+    """A script of bench/ or examples/ as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 TESTS = Path(__file__).resolve().parent
 
 # The smallest population that still trains: used wherever a test only needs real-format data.

@@ -1,13 +1,12 @@
 """The RetinaVVS grid driver (bench/retina_vvs_grid.py): which data it points the recipe at, the table beside the
 reference grid, and, on tiny images, that it trains every cell, skips finished ones and resumes rather than retrains."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import write_image_folder
+from conftest import load_script, write_image_folder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "retina_vvs_grid.py"
 # A tiny RetinaVVS on tiny images: the recipe's structure, seconds per cell.
@@ -18,10 +17,7 @@ TINY = ["--data.val_size=4", "--data.batch_size=4", "--model.init_args.retina_wi
 
 @pytest.fixture(scope="module")
 def grid():
-    spec = importlib.util.spec_from_file_location("retina_vvs_grid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def result(cell, acc, seconds=100.0):

@@ -1,7 +1,6 @@
 """The science-check driver's verdict (bench/rotequi_science.py): which CNNs RotEquiV1 must beat, and whether it did."""
 
 import argparse
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -10,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "rotequi_science.py"
 
 
 @pytest.fixture(scope="module")
 def science():
-    spec = importlib.util.spec_from_file_location("rotequi_science", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def result(model, corr, params):
