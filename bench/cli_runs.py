@@ -17,18 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"^\W*(test/[a-z_]+)\W+([-+0-9.eE]+)\W*$", re.MULTILINE)  # Lightning's results table
 
 
-def bioviz(args: list[str], cwd: Path, log: TextIO, threads: str = "1") -> str:
-    """Run ``bioviz ARGS`` in ``cwd`` with this checkout first on the path and ``OMP_NUM_THREADS`` = ``threads``
-    unless the environment sets it; append its output to ``log`` and return it. Raises ``RuntimeError`` naming the
-    log when the command fails."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+def bioviz(label: str, args: list[str], cwd: Path, log: TextIO, threads: str = "1",
+           env: dict[str, str] | None = None) -> str:
+    """Run ``bioviz ARGS`` in ``cwd`` with this checkout first on the path, ``OMP_NUM_THREADS`` = ``threads`` unless
+    the environment sets it, and ``env`` on top; append its output to ``log`` and return it. Raises ``RuntimeError``
+    naming ``label`` and the log when the command fails."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
+           **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     log.write(proc.stdout)
     log.flush()
     if proc.returncode:
-        raise RuntimeError(f"bioviz {args[0]} failed (exit {proc.returncode}), see {log.name}")
+        raise RuntimeError(f"{label}: bioviz {args[0]} failed (exit {proc.returncode}), see {log.name}")
     return proc.stdout
 
 

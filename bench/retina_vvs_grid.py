@@ -10,8 +10,10 @@ shifts and flips) through the real command line, in its own process, ``--jobs`` 
 
 DATA is ``--data.root ROOT``, the official CIFAR-10 (downloaded into ROOT if it is not there), or, when ROOT holds
 ``train/`` and ``test/`` image folders (the CIFAR-10 JPEG tree), ``--data zoo.data.ImageFolderDataModule --data.root
-ROOT``. Arguments after ``--`` go to every fit and test, e.g. ``--trainer.precision bf16-mixed`` on a CPU with
-bfloat16 instructions or on a GPU.
+ROOT``; the official archive is fetched once, before any cell starts. Arguments after ``--`` go to every fit and
+test, e.g. ``--trainer.precision bf16-mixed`` on a CPU with bfloat16 instructions or on a GPU (the processes run
+inside ``--out``, so a relative path there is relative to it). Each cell trains on one device; on a machine with
+several GPUs the jobs take turns over them.
 
 Everything stays under ``--out``: the runs (``runs/nbnN_dD_sS/version_0``), a log per cell (``logs/``) and
 ``results.jsonl`` (test metrics, steps, fit seconds per epoch, the machine). The same command run again skips the
@@ -22,9 +24,10 @@ stopped. At the end, and with ``--results`` alone, it prints the grid beside the
         -- --trainer.precision bf16-mixed
     python bench/retina_vvs_grid.py --out retina_grid --results
 
-A d_vvs >= 1 cell writes two 270 MB checkpoints (best and last; the dense layer after a 32-channel map holds 33.6 M
-weights). The reference is the mean of 10 seeds per cell of an independent PyTorch re-implementation of the
-paper's grid on grayscale CIFAR-10 (docs/models/retina_vvs.md).
+A cell whose dense layer reads a 32-channel map (d_vvs >= 1, or n_bn 32) holds 33.6 M weights and writes two 270 MB
+checkpoints (best and last): about 14 GB of disk per seed of the whole grid. The reference is the mean of 10 seeds
+per cell of an independent PyTorch re-implementation of the paper's grid on grayscale CIFAR-10
+(docs/models/retina_vvs.md).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import datetime
 import json
 import os
 import platform
+import queue
 import statistics
 import sys
 import threading
@@ -87,8 +91,9 @@ def data_arguments(root: Path) -> list[str]:
 
 
 def last_checkpoint(out: Path, cell: Cell) -> Path | None:
-    found = sorted((out / "runs" / cell.name).glob("version_*/checkpoints/last.ckpt"))
-    return found[-1] if found else None
+    """The newest ``last.ckpt`` of the cell's runs: the one ``bioviz fit --ckpt_path last`` resumes."""
+    found = list((out / "runs" / cell.name).glob("version_*/checkpoints/last.ckpt"))
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
 
 
 def checkpoint_progress(path: Path | None) -> tuple[int, int]:
@@ -111,21 +116,31 @@ def machine(fit_output: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def train_cell(cell: Cell, out: Path, data: list[str], extra: list[str], threads: str) -> dict:
+def prepare_official_cifar10(data: list[str]) -> None:
+    """Download and unpack the official CIFAR-10 once, so that parallel cells do not each fetch it."""
+    if "--data" not in data:
+        from zoo.data import CIFAR10DataModule
+
+        CIFAR10DataModule(root=data[-1], download=True).prepare_data()
+
+
+def train_cell(cell: Cell, out: Path, data: list[str], extra: list[str], threads: str,
+               env: dict[str, str] | None = None) -> dict:
     """Fit (resuming from the cell's last checkpoint) and test one cell; returns its result."""
     common = ["-c", str(CONFIG), *data, "--model.init_args.n_bn", str(cell.n_bn), "--model.init_args.d_vvs",
               str(cell.d_vvs), "--seed_everything", str(cell.seed), "--trainer.logger.init_args.save_dir",
-              str(out / "runs"), "--trainer.logger.init_args.name", cell.name, "--trainer.enable_progress_bar",
-              "false", *extra]
+              str(out / "runs"), "--trainer.logger.init_args.name", cell.name, "--trainer.devices", "1",
+              "--trainer.enable_progress_bar", "false", *extra]
     step_before, _ = checkpoint_progress(last_checkpoint(out, cell))
     with open(out / "logs" / f"{cell.name}.log", "a") as log:
         log.write(f"== {datetime.datetime.now().isoformat(timespec='seconds')}: bioviz fit {' '.join(common)} "
                   f"--ckpt_path last (from step {step_before})\n")
         start = time.time()
-        fit_output = bioviz(["fit", *common, "--ckpt_path", "last"], out, log, threads)
+        fit_output = bioviz(cell.name, ["fit", *common, "--ckpt_path", "last"], out, log, threads, env)
         fit_seconds = time.time() - start
         step, epochs = checkpoint_progress(last_checkpoint(out, cell))
-        metrics = read_test_metrics(bioviz(["test", *common, "--ckpt_path", "last"], out, log, threads))
+        metrics = read_test_metrics(bioviz(cell.name, ["test", *common, "--ckpt_path", "last"], out, log, threads,
+                                           env))
     if "test/acc" not in metrics:
         raise RuntimeError(f"{cell.name}: bioviz test printed no test/acc, see {out / 'logs' / cell.name}.log")
     trained = step - step_before
@@ -241,25 +256,38 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.n_bn) < 1 or min(args.d_vvs) < 0 or args.jobs < 1:
         parser.error("n_bn must be >= 1, d_vvs >= 0 and --jobs >= 1")
     data = data_arguments(args.data_root)
+    prepare_official_cifar10(data)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
     done = read_results(args.out)
-    # The biggest cells first, so that parallel jobs end together.
-    cells = sorted((Cell(n, d, s) for n in args.n_bn for d in args.d_vvs for s in args.seeds),
+    # Each cell once, the biggest first, so that parallel jobs end together.
+    cells = sorted({Cell(n, d, s) for n in args.n_bn for d in args.d_vvs for s in args.seeds},
                    key=lambda c: (-c.d_vvs, -c.n_bn, c.seed))
     todo = [c for c in cells if c.name not in done]
+    for cell in cells:
+        if cell.name in done and done[cell.name].get("arguments") != args.extra:
+            print(f"{cell.name}: kept its result, made with other arguments after -- "
+                  f"({' '.join(done[cell.name].get('arguments') or []) or 'none'}); delete its line in "
+                  f"{args.out / RESULTS} to test it again", flush=True)
     print(f"{len(cells)} cells, {len(cells) - len(todo)} with results in {args.out / RESULTS}, {len(todo)} to train "
           f"({args.jobs} at a time, {threads} threads each)", flush=True)
     lock, failed = threading.Lock(), []
+    gpus = queue.SimpleQueue()  # with several GPUs, each running cell holds one
+    for slot in range(args.jobs):
+        gpus.put(str(slot % torch.cuda.device_count()) if torch.cuda.device_count() > 1 else None)
 
     def run(cell: Cell) -> None:
+        gpu = gpus.get()
         try:
-            result = train_cell(cell, args.out, data, args.extra, threads)
-        except RuntimeError as err:
+            result = train_cell(cell, args.out, data, args.extra, threads,
+                                None if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})
+        except Exception as err:  # a cell's failure is reported; the others go on
             with lock:
                 failed.append(str(err))
                 print(f"{cell.name}: FAILED: {err}", flush=True)
             return
+        finally:
+            gpus.put(gpu)
         with lock:
             with open(args.out / RESULTS, "a") as f:
                 f.write(json.dumps(result) + "\n")

@@ -76,9 +76,9 @@ def run(name: str, config: str, args: argparse.Namespace) -> dict:
     # included) up to the new --max_steps, or starts a new run where there is none; the log is appended to.
     fit = ["fit", "--ckpt_path=last"] if args.resume else ["fit"]
     with open(out / f"{name}.log", "a" if args.resume else "w") as log:
-        fit_log = bioviz([fit[0], *configs, *common, *fit[1:]], out, log)
+        fit_log = bioviz(name, [fit[0], *configs, *common, *fit[1:]], out, log)
         fit_seconds = time.time() - start
-        metrics = read_test_metrics(bioviz(["test", *configs, *common, "--ckpt_path=best"], out, log))
+        metrics = read_test_metrics(bioviz(name, ["test", *configs, *common, "--ckpt_path=best"], out, log))
     best = next((out / "runs" / f"rotequi_v1_{config}").glob("version_*/checkpoints/best.ckpt"))
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     params = ckpt["state_dict"]

@@ -56,6 +56,18 @@ def test_the_data_root_chooses_the_image_folder_tree_or_the_official_cifar10(gri
         grid.data_arguments(tmp_path / "missing")
 
 
+def test_the_official_cifar10_is_fetched_once_by_the_driver_not_by_each_cell(grid, tmp_path, monkeypatch):
+    from zoo.data import CIFAR10DataModule
+
+    fetched = []
+    monkeypatch.setattr(CIFAR10DataModule, "prepare_data", lambda self: fetched.append((self.root, self.download)))
+    grid.prepare_official_cifar10(grid.data_arguments(write_image_folder(tmp_path / "tree", per_class=(1, 1))))
+    assert fetched == []
+    (tmp_path / "official").mkdir()
+    grid.prepare_official_cifar10(grid.data_arguments(tmp_path / "official"))
+    assert fetched == [(tmp_path / "official", True)]
+
+
 def test_bad_arguments_are_refused_before_anything_is_written(grid, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit):
@@ -70,7 +82,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(grid, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_the_grid_trains_each_cell_once_and_resumes_an_untested_one(grid, tmp_path, capsys):
+def test_the_grid_trains_each_cell_once_and_resumes_an_interrupted_one(grid, tmp_path, capsys):
     root = write_image_folder(tmp_path / "images", per_class=(4, 2), size=(16, 16))
     out = tmp_path / "grid"
     command = ["--data-root", str(root), "--n-bn", "1", "2", "--d-vvs", "0", "--out", str(out), "--jobs", "2", "--",
@@ -89,13 +101,16 @@ def test_the_grid_trains_each_cell_once_and_resumes_an_untested_one(grid, tmp_pa
     assert "2 with results" in capsys.readouterr().out
     assert {p.name: p.read_text() for p in (out / "logs").iterdir()} == logs
 
-    # A cell whose test never ran (its result is missing) continues from its checkpoint: tested, not retrained.
+    # An interrupted cell (no result; a second epoch asked for) continues from its checkpoint instead of starting
+    # again; a finished cell keeps its result and says that it was made with other arguments.
     kept = results["nbn1_d0_s0"]
     (out / grid.RESULTS).write_text(json.dumps(results["nbn2_d0_s0"]) + "\n")
-    grid.main(command)
+    grid.main([*command[:-1], "--trainer.max_epochs=2"])
+    printed = capsys.readouterr().out
+    assert "nbn2_d0_s0: kept its result, made with other arguments" in printed and "1 to train" in printed
     again = grid.read_results(out)["nbn1_d0_s0"]
-    assert again["steps_trained"] == 0 and again["global_step"] == kept["global_step"]
-    assert again["test/acc"] == kept["test/acc"] and again["seconds_per_epoch"] is None
+    assert again["epochs"] == 2 and again["global_step"] == 2 * kept["global_step"]
+    assert again["steps_trained"] == kept["global_step"] and again["seconds_per_epoch"] > 0
     assert sorted(p.name for p in (out / "runs" / "nbn1_d0_s0").iterdir()) == ["version_0"]
 
 
@@ -103,7 +118,8 @@ def test_the_grid_trains_each_cell_once_and_resumes_an_untested_one(grid, tmp_pa
 def test_failed_cells_are_named_with_their_logs_and_leave_no_result(grid, tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=(4, 2), size=(16, 16))
     out = tmp_path / "grid"
-    with pytest.raises(SystemExit, match=r"1 of 1 cells failed: bioviz fit failed \(exit 2\), see .*nbn1_d0_s0.log"):
+    failed = r"1 of 1 cells failed: nbn1_d0_s0: bioviz fit failed \(exit 2\), see .*nbn1_d0_s0.log"
+    with pytest.raises(SystemExit, match=failed):
         grid.main(["--data-root", str(root), "--n-bn", "1", "--d-vvs", "0", "--out", str(out), "--",
                    *TINY, "--trainer.max_epochs=many"])
     assert not (out / grid.RESULTS).exists()
