@@ -28,6 +28,8 @@ def load_script(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
 TESTS = Path(__file__).resolve().parent
 
 # The smallest population that still trains: used wherever a test only needs real-format data.
