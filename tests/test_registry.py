@@ -475,6 +475,7 @@ def test_export_turns_a_checkpoint_into_a_loadable_entry(published, tmp_path, mo
     path, entry = registry.export_checkpoint(ckpt, "exported", tmp_path / "again", {"test/corr": 0.42})
     assert entry["exported"]["weights"]["sha256"] == weights.sha256_of(path) == weights.sha256_of(file)
     assert entry["exported"]["metrics"] == {"test/corr": 0.42}
+    assert entry["exported"]["recipe"]["note"] == "best.ckpt at epoch 0, step 0"  # names the file it came from
     assert entry["exported"]["data"] is None  # no run config beside the checkpoint: the entry says so
     published["use"]({"exported": {**entry["exported"], "trained_on": "nothing", "data": published["entry"]["data"],
                                    "input": {"channels": 1, "size": [12, 12]}}})

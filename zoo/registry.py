@@ -519,7 +519,7 @@ def export_checkpoint(ckpt_path: str | Path, name: str, folder: str | Path = "."
         "trained_on": "WHAT IT WAS TRAINED ON",
         "data": data,
         "recipe": {"configs": ["CONFIG FILES"], "args": [],
-                   "note": f"best checkpoint at epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')}"},
+                   "note": f"{ckpt_path.name} at epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')}"},
         "metrics": dict(metrics or {}),
         "headline": next(iter(metrics or {}), "METRIC"),
         "input": {"channels": in_shape[0], "size": list(in_shape[1:]), "value_range": [0.0, 1.0],
