@@ -10,7 +10,7 @@ noise's 95th percentile, the median surround strength and share of the RF a diff
 the mean complexity; writes one figure per model (``rfs_<run>.png``, the orientedness index above each tile).
 
     python examples/retina_vvs_rfs.py runs/retina_vvs_nbn1_d2/version_0/checkpoints/last.ckpt \\
-        runs/retina_vvs_nbn32_d2/version_0/checkpoints/last.ckpt --out docs/retina_vvs
+        runs/retina_vvs_nbn32_d0/version_0/checkpoints/last.ckpt --out docs/retina_vvs
 """
 
 from __future__ import annotations
