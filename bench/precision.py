@@ -105,8 +105,9 @@ class StepTimer(pl.Callback):
         self.steps.append(time.perf_counter() - self.start)
 
 
-def step_times(model_fn, data_fn, precision: str, channels_last: bool, steps: int) -> list[float]:
-    """Seconds of each training step after the warm-up, in a fresh model and Trainer."""
+def step_times(model_fn, data_fn, precision: str, channels_last: bool, steps: int,
+               callbacks: tuple[pl.Callback, ...] = ()) -> list[float]:
+    """Seconds of each training step after the warm-up, in a fresh model and Trainer (with ``callbacks`` too)."""
     torch.manual_seed(0)
     model = model_fn()
     if channels_last:
@@ -114,7 +115,7 @@ def step_times(model_fn, data_fn, precision: str, channels_last: bool, steps: in
     timer = StepTimer()
     trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=WARMUP + steps, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer, *callbacks])
     trainer.fit(model, train_dataloaders=data_fn(WARMUP + steps))
     return timer.steps[WARMUP:]
 

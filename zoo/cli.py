@@ -9,6 +9,7 @@ those layouts; ``bioviz zoo ...`` is the model zoo.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import difflib
 import glob
 import importlib.resources
@@ -546,11 +547,35 @@ def print_commands() -> None:
     print("\n`bioviz COMMAND --help` shows a command's options; fit, validate, test and predict are LightningCLI's.")
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory for the next allocation instead of giving it back to the system.
+
+    glibc maps every allocation over 32 MB afresh with mmap and unmaps it when it is freed, so a model with a large
+    tensor (RetinaVVS's 134 MB dense layer: its gradient, its bfloat16 copy under autocast, the activations that
+    touch it) faults in and zeroes hundreds of MB of new pages at every CPU training step, in the kernel. With mmap
+    off and the heap trimmed only above 2 GB of free space, freed blocks are reused; the process keeps the memory of
+    its peak. ``bioviz`` calls this first (BENCHMARKS.md, "Memory reuse on CPU"). Nothing is changed where the C
+    library is not glibc or ``MALLOC_MMAP_MAX_`` is set in the environment (glibc's own switch, which then wins).
+    Returns whether it applied.
+    """
+    if sys.platform != "linux" or "MALLOC_MMAP_MAX_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # no glibc (musl, ...)
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if not argv or argv[0] in ("-h", "--help"):
         print_commands()
         sys.exit(0 if argv else 2)
+    keep_freed_memory()
     try:
         if argv[:1] and argv[0] in SIMULATIONS:
             simulate_command(argv[0], argv[1:])
