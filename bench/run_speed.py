@@ -20,22 +20,13 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.util import tensor_util
 
 
-def _scalar(value) -> float | None:
-    if value.HasField("simple_value"):
-        return value.simple_value
-    if value.HasField("tensor"):
-        array = tensor_util.make_ndarray(value.tensor)
-        return float(array.reshape(-1)[0]) if array.size == 1 else None
-    return None
-
-
 def epoch_starts(event_file: Path) -> dict[int, tuple[int, float]]:
     """``{epoch: (first logged step, its wall time)}`` from the ``epoch`` scalar of one event file."""
     starts: dict[int, tuple[int, float]] = {}
     for event in EventFileLoader(str(event_file)).Load():
         for value in event.summary.value:
-            if value.tag == "epoch" and (epoch := _scalar(value)) is not None:
-                starts.setdefault(int(epoch), (event.step, event.wall_time))
+            if value.tag == "epoch":  # the loader gives every scalar as a 0-d tensor, whatever the writer used
+                starts.setdefault(int(tensor_util.make_ndarray(value.tensor)), (event.step, event.wall_time))
     return starts
 
 
