@@ -28,9 +28,11 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 import zoo.data
 import zoo.models
@@ -39,6 +41,7 @@ from zoo.callbacks import StepSeed
 from zoo.errors import DataNotFoundError, UserError
 from zoo.files import atomic_file
 from zoo.registry import zoo_classes
+from zoo.tasks import SelfOrganizingTask
 
 # In-memory tensor loaders need no worker processes; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -322,7 +325,40 @@ class BiovizCLI(LightningCLI):
             callbacks += self.model.picture_callbacks() if hasattr(self.model, "picture_callbacks") else []
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        trainer = super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        warn_slow_cpu_precision(trainer, self.model)
+        return trainer
+
+
+def cpu_computes_natively(dtype: torch.dtype) -> bool:
+    """Whether this CPU has instructions for ``dtype`` (bfloat16: AVX-512 BF16 or AMX; float16: AVX-512 FP16 or
+    AMX-FP16), as PyTorch's oneDNN backend checks before it computes a convolution in that type. True where PyTorch
+    cannot tell (no oneDNN, another build)."""
+    checks = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
+    try:
+        return bool(getattr(torch.ops.mkldnn, checks[dtype])())
+    except (AttributeError, RuntimeError):
+        return True
+
+
+def warn_slow_cpu_precision(trainer: pl.Trainer, model: pl.LightningModule | None = None) -> bool:
+    """Warn when a CPU run is set to compute in a 16-bit type that the processor has no instructions for.
+
+    Without them PyTorch computes bfloat16 (or float16) convolutions in a scalar fallback instead of oneDNN, which is
+    many times slower than float32 (BENCHMARKS.md, "Mixed precision on CPU"), so a run meant to be faster is slower.
+    Self-organising models compute in float32 under any precision and are not warned about. Returns whether it
+    warned."""
+    precision = str(trainer.precision)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16 if precision.startswith("16") else None
+    if (dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or isinstance(model, SelfOrganizingTask)
+            or cpu_computes_natively(dtype)):
+        return False
+    name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+    rank_zero_warn(f"--trainer.precision {precision} will be slow on this CPU: it has no {name} instructions "
+                   f"(AVX-512 {'BF16' if dtype == torch.bfloat16 else 'FP16'} or AMX), so PyTorch computes {name} "
+                   "convolutions in a fallback many times slower than float32. Use --trainer.precision 32-true on "
+                   "this machine.")
+    return True
 
 
 # `bioviz NAME PATH [--arg value ...]`: write a simulated population as a data file; the arguments are the simulation

@@ -1,0 +1,81 @@
+"""A CPU run set to a 16-bit precision that the processor has no instructions for is warned about (PyTorch's fallback
+for bfloat16 / float16 convolutions there is many times slower than float32)."""
+
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import zoo.cli
+from zoo.cli import BiovizCLI, cpu_computes_natively, warn_slow_cpu_precision
+from zoo.models import CNNV1, Lissom
+
+from conftest import TINY_SIM_ARGS
+
+SLOW = "will be slow on this CPU"
+
+
+def conv_backend(dtype: torch.dtype) -> str:
+    """The ATen convolution kernel PyTorch picks for a 9 x 9 convolution autocast to ``dtype`` on this CPU."""
+    conv, x = torch.nn.Conv2d(4, 4, 9, padding=4), torch.rand(2, 4, 12, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype), torch.profiler.profile() as profile:
+        conv(x)
+    names = {event.name for event in profile.events()}
+    return "oneDNN" if "aten::mkldnn_convolution" in names else "fallback"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_check_predicts_which_convolution_kernel_this_cpu_runs(dtype):
+    # whatever this machine is: oneDNN where the check says the CPU has the instructions, the fallback where not
+    assert conv_backend(dtype) == ("oneDNN" if cpu_computes_natively(dtype) else "fallback")
+
+
+def test_float32_is_always_native():
+    with torch.no_grad(), torch.profiler.profile() as profile:
+        torch.nn.Conv2d(4, 4, 9, padding=4)(torch.rand(2, 4, 12, 12))
+    assert "aten::mkldnn_convolution" in {event.name for event in profile.events()}
+
+
+def trainer(precision: str) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False)
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16-mixed", torch.bfloat16), ("bf16-true", torch.bfloat16),
+                                             ("16-true", torch.float16)])
+def test_a_16_bit_precision_without_instructions_is_warned_about_with_the_fix(precision, dtype, monkeypatch):
+    asked = []
+    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: asked.append(d) or False)
+    model = CNNV1(n_neurons=3, in_shape=[1, 16, 16], filter_size=[5, 3, 3], num_filters=[4, 4, 4])
+    with pytest.warns(UserWarning, match=SLOW) as caught:
+        assert warn_slow_cpu_precision(trainer(precision), model)
+    assert asked == [dtype]
+    assert "--trainer.precision 32-true" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("precision,native", [("bf16-mixed", True), ("16-true", True), ("32-true", False),
+                                              ("64-true", False)])
+def test_no_warning_where_the_cpu_has_the_instructions_or_the_run_is_not_16_bit(precision, native, monkeypatch):
+    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not warn_slow_cpu_precision(trainer(precision), None)
+    assert not [w for w in caught if SLOW in str(w.message)]
+
+
+def test_self_organising_models_compute_in_float32_and_are_not_warned_about(monkeypatch):
+    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not warn_slow_cpu_precision(trainer("bf16-mixed"), Lissom(in_shape=[1, 24, 24], cortex_size=10))
+    assert not [w for w in caught if SLOW in str(w.message)]
+
+
+def test_bioviz_fit_warns_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: False)
+    args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--trainer.precision=bf16-mixed"]
+    with pytest.warns(UserWarning, match=SLOW):
+        cli = BiovizCLI(args=args, run=False)
+    assert cli.trainer.global_step == 0
