@@ -108,11 +108,18 @@ def test_resume_continues_the_last_checkpoint_and_appends_the_log(science, monke
     (tmp_path / "rotequi_16x8.log").write_text("first part\n")
     commands = []
 
-    def fake_run(command, **kwargs):
-        commands.append(command)
-        return subprocess.CompletedProcess(command, 0, stdout="│ test/corr │ 0.5 │\n")
+    class FakePopen:  # what bench/cli_runs.py runs: a process whose output is Lightning's test table
+        def __init__(self, command, **kwargs):
+            commands.append(command)
+            self.stdout, self.returncode = iter(["│ test/corr │ 0.5 │\n"]), 0
 
-    monkeypatch.setattr(subprocess, "run", fake_run)  # what bench/cli_runs.py runs
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
     args = argparse.Namespace(patience=5, val_steps=50, max_steps=80, extra=[], out=str(tmp_path), resume=resume)
     row = science.run("rotequi_16x8", "fig2_n16_simulated", args)
     fit, test = commands
