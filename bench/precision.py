@@ -12,7 +12,7 @@ any precision by design (``SelfOrganizingTask``), so its ratio shows only that t
 Rounds alternate between the variants; each number is the median step over all rounds (a step = batch start to
 batch end, after warm-up steps). Printed: one row per model with ms per step and the ratios to float32.
 
-    python bench/precision.py [--steps 8] [--rounds 2] [--models retina]
+    python bench/precision.py [--steps 8] [--rounds 2] [--models retina SpatialDenseNet]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from zoo.cli import onednn_supports  # noqa: E402
 from zoo.data import LissomDataModule  # noqa: E402
 from zoo.models import CNNV1, Lissom, RegularConvNet, RetinaVVS, RotEquiV1, SpatialDenseNet, StringerConvFC  # noqa: E402
 
@@ -83,15 +84,18 @@ PAPER_MODELS = {
 
 
 def processor() -> str:
-    """The CPU's model name and its bfloat16 instructions (bf16 speed depends on them: AMX tiles or AVX-512)."""
+    """The CPU's model name, its AVX-512 and bfloat16 instructions, and whether PyTorch has oneDNN bfloat16 kernels for
+    it (bf16 speed depends on all three: without the kernels bfloat16 convolutions take a slow fallback)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+        info = ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
+    found = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    kernels = "has" if onednn_supports(torch.bfloat16) else "has no"
+    return f"{name} ({', '.join(found) or 'no AVX-512'}; PyTorch {kernels} oneDNN bfloat16 kernels for it)"
 
 
 class StepTimer(pl.Callback):
@@ -124,7 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--models", default="", help="only the models whose name contains this text")
+    parser.add_argument("--models", nargs="+", default=[""],
+                        help="only the models whose name contains one of these texts")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor()}; "
           f"{args.steps} timed steps x {args.rounds} rounds per variant; cl = channels_last")
@@ -133,7 +138,7 @@ def main() -> None:
           "bf16 cl / fp32 |")
     print("|---|---|---|---|---|---|---|")
     for name, (model_fn, data_fn) in PAPER_MODELS.items():
-        if args.models not in name:
+        if not any(text in name for text in args.models):
             continue
         times = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):

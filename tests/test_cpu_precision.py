@@ -1,5 +1,5 @@
-"""A CPU run set to a 16-bit precision that the processor has no instructions for is warned about (PyTorch's fallback
-for bfloat16 / float16 convolutions there is many times slower than float32)."""
+"""A CPU run set to a 16-bit precision that PyTorch has no oneDNN kernels for on this processor is warned about (its
+fallback for bfloat16 / float16 convolutions there is many times slower than float32)."""
 
 import warnings
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo.cli
-from zoo.cli import BiovizCLI, cpu_computes_natively, warn_slow_cpu_precision
+from zoo.cli import BiovizCLI, onednn_supports, warn_slow_cpu_precision
 from zoo.models import CNNV1, Lissom
 
 from conftest import TINY_SIM_ARGS
@@ -27,8 +27,8 @@ def conv_backend(dtype: torch.dtype) -> str:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_the_check_predicts_which_convolution_kernel_this_cpu_runs(dtype):
-    # whatever this machine is: oneDNN where the check says the CPU has the instructions, the fallback where not
-    assert conv_backend(dtype) == ("oneDNN" if cpu_computes_natively(dtype) else "fallback")
+    # whatever this machine is: oneDNN where the check says it has the kernels, the fallback where not
+    assert conv_backend(dtype) == ("oneDNN" if onednn_supports(dtype) else "fallback")
 
 
 def test_float32_is_always_native():
@@ -44,9 +44,9 @@ def trainer(precision: str) -> pl.Trainer:
 
 @pytest.mark.parametrize("precision,dtype", [("bf16-mixed", torch.bfloat16), ("bf16-true", torch.bfloat16),
                                              ("16-true", torch.float16)])
-def test_a_16_bit_precision_without_instructions_is_warned_about_with_the_fix(precision, dtype, monkeypatch):
+def test_a_16_bit_precision_without_kernels_is_warned_about_with_the_fix(precision, dtype, monkeypatch):
     asked = []
-    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: asked.append(d) or False)
+    monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: asked.append(d) or False)
     model = CNNV1(n_neurons=3, in_shape=[1, 16, 16], filter_size=[5, 3, 3], num_filters=[4, 4, 4])
     with pytest.warns(UserWarning, match=SLOW) as caught:
         assert warn_slow_cpu_precision(trainer(precision), model)
@@ -56,8 +56,8 @@ def test_a_16_bit_precision_without_instructions_is_warned_about_with_the_fix(pr
 
 @pytest.mark.parametrize("precision,native", [("bf16-mixed", True), ("16-true", True), ("32-true", False),
                                               ("64-true", False)])
-def test_no_warning_where_the_cpu_has_the_instructions_or_the_run_is_not_16_bit(precision, native, monkeypatch):
-    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: native)
+def test_no_warning_where_the_cpu_has_the_kernels_or_the_run_is_not_16_bit(precision, native, monkeypatch):
+    monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not warn_slow_cpu_precision(trainer(precision), None)
@@ -65,7 +65,7 @@ def test_no_warning_where_the_cpu_has_the_instructions_or_the_run_is_not_16_bit(
 
 
 def test_self_organising_models_compute_in_float32_and_are_not_warned_about(monkeypatch):
-    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: False)
+    monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not warn_slow_cpu_precision(trainer("bf16-mixed"), Lissom(in_shape=[1, 24, 24], cortex_size=10))
@@ -74,7 +74,7 @@ def test_self_organising_models_compute_in_float32_and_are_not_warned_about(monk
 
 def test_bioviz_fit_warns_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(zoo.cli, "cpu_computes_natively", lambda d: False)
+    monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: False)
     args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--trainer.precision=bf16-mixed"]
     with pytest.warns(UserWarning, match=SLOW):
         cli = BiovizCLI(args=args, run=False)

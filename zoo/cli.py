@@ -330,10 +330,10 @@ class BiovizCLI(LightningCLI):
         return trainer
 
 
-def cpu_computes_natively(dtype: torch.dtype) -> bool:
-    """Whether this CPU has instructions for ``dtype`` (bfloat16: AVX-512 BF16 or AMX; float16: AVX-512 FP16 or
-    AMX-FP16), as PyTorch's oneDNN backend checks before it computes a convolution in that type. True where PyTorch
-    cannot tell (no oneDNN, another build)."""
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether PyTorch's oneDNN backend has ``dtype`` kernels for this CPU, as PyTorch checks before it computes a
+    convolution in that type there (bfloat16: AVX-512, fast with AVX-512 BF16 or AMX; float16: AVX-512 FP16 or
+    AVX-NE-CONVERT). True where PyTorch cannot tell (no oneDNN, another build)."""
     checks = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
     try:
         return bool(getattr(torch.ops.mkldnn, checks[dtype])())
@@ -342,22 +342,21 @@ def cpu_computes_natively(dtype: torch.dtype) -> bool:
 
 
 def warn_slow_cpu_precision(trainer: pl.Trainer, model: pl.LightningModule | None = None) -> bool:
-    """Warn when a CPU run is set to compute in a 16-bit type that the processor has no instructions for.
+    """Warn when a CPU run is set to compute in a 16-bit type that oneDNN has no kernels for on this processor.
 
-    Without them PyTorch computes bfloat16 (or float16) convolutions in a scalar fallback instead of oneDNN, which is
-    many times slower than float32 (BENCHMARKS.md, "Mixed precision on CPU"), so a run meant to be faster is slower.
-    Self-organising models compute in float32 under any precision and are not warned about. Returns whether it
-    warned."""
+    PyTorch then computes bfloat16 (or float16) convolutions in a scalar fallback, many times slower than float32
+    (BENCHMARKS.md, "Mixed precision on CPU"), so a run meant to be faster is slower. Self-organising models compute
+    in float32 under any precision and are not warned about. Returns whether it warned."""
     precision = str(trainer.precision)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16 if precision.startswith("16") else None
     if (dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or isinstance(model, SelfOrganizingTask)
-            or cpu_computes_natively(dtype)):
+            or onednn_supports(dtype)):
         return False
     name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    rank_zero_warn(f"--trainer.precision {precision} will be slow on this CPU: it has no {name} instructions "
-                   f"(AVX-512 {'BF16' if dtype == torch.bfloat16 else 'FP16'} or AMX), so PyTorch computes {name} "
-                   "convolutions in a fallback many times slower than float32. Use --trainer.precision 32-true on "
-                   "this machine.")
+    needs = "AVX-512" if dtype == torch.bfloat16 else "AVX-512 FP16 or AVX-NE-CONVERT"
+    rank_zero_warn(f"--trainer.precision {precision} will be slow on this CPU: PyTorch has no {name} kernels for it "
+                   f"(they need {needs}) and computes {name} convolutions in a fallback many times slower than "
+                   "float32. Use --trainer.precision 32-true on this machine.")
     return True
 
 
