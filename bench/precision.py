@@ -2,17 +2,18 @@
 
 Each side is a real ``lightning.Trainer`` as ``bioviz fit`` builds it: ``precision="32-true"`` or
 ``precision="bf16-mixed"`` (autocast to bfloat16 around the forward pass and the loss; weights, gradients and the
-optimiser stay float32), optionally with the model in ``torch.channels_last`` memory format. It runs the model's own
-``training_step`` and optimiser (RMSprop for RetinaVVS, Adam for the V1 models, SGD for the Stringer model) at the
-batch size of the model's config; validation, checkpoints and logging are off, so only training steps are timed.
-Inputs are random tensors of the config's shape (the cost of these models does not depend on pixel values), except
-LISSOM, whose sparse settling does: it trains on its own data module (elongated Gaussians), and runs float32 under
-any precision by design (``SelfOrganizingTask``), so its ratio shows only that the switch costs nothing.
+optimiser stay float32), optionally with the model's kernels in ``torch.channels_last`` memory format
+(``bioviz fit --channels_last true``). It runs the model's own ``training_step`` and optimiser (RMSprop for RetinaVVS,
+Adam for the V1 models, SGD for the Stringer model) at the batch size of the model's config; validation,
+checkpoints and logging are off, so only training steps are timed. Inputs are random tensors of the config's shape
+(the cost of these models does not depend on pixel values), except LISSOM, whose sparse settling does: it trains on
+its own data module (elongated Gaussians), and runs float32 under any precision by design (``SelfOrganizingTask``),
+so its ratio shows only that the switch costs nothing.
 
 Rounds alternate between the variants; each number is the median step over all rounds (a step = batch start to
 batch end, after warm-up steps). Printed: one row per model with ms per step and the ratios to float32.
 
-    python bench/precision.py [--steps 8] [--rounds 2] [--models retina SpatialDenseNet]
+    python bench/precision.py [--steps 8] [--rounds 2] [--models retina SpatialDenseNet] [--variants fp32 "fp32 cl"]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from zoo.callbacks import ChannelsLast  # noqa: E402
 from zoo.cli import onednn_supports  # noqa: E402
 from zoo.data import LissomDataModule  # noqa: E402
 from zoo.models import CNNV1, Lissom, RegularConvNet, RetinaVVS, RotEquiV1, SpatialDenseNet, StringerConvFC  # noqa: E402
@@ -114,40 +116,43 @@ def step_times(model_fn, data_fn, precision: str, channels_last: bool, steps: in
     """Seconds of each training step after the warm-up, in a fresh model and Trainer (with ``callbacks`` too)."""
     torch.manual_seed(0)
     model = model_fn()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     timer = StepTimer()
+    layout = [ChannelsLast()] if channels_last else []  # what `bioviz fit --channels_last true` adds
     trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=WARMUP + steps, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer, *callbacks])
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer, *layout, *callbacks])
     trainer.fit(model, train_dataloaders=data_fn(WARMUP + steps))
     return timer.steps[WARMUP:]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=[""],
                         help="only the models whose name contains one of these texts")
-    args = parser.parse_args()
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="the variants to time (fp32 is always timed: the ratios are to it)")
+    args = parser.parse_args(argv)
+    variants = ["fp32", *(v for v in VARIANTS if v in args.variants and v != "fp32")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor()}; "
           f"{args.steps} timed steps x {args.rounds} rounds per variant; cl = channels_last")
     print()
-    print("| model | fp32 | bf16-mixed | fp32 channels_last | bf16-mixed channels_last | bf16 / fp32 | "
-          "bf16 cl / fp32 |")
-    print("|---|---|---|---|---|---|---|")
+    ratios = [v for v in variants if v != "fp32"]
+    header = ["model", *variants, *(f"{v} / fp32" for v in ratios)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for name, (model_fn, data_fn) in PAPER_MODELS.items():
         if not any(text in name for text in args.models):
             continue
-        times = {v: [] for v in VARIANTS}
+        times = {v: [] for v in variants}
         for _ in range(args.rounds):
-            for variant, (precision, channels_last) in VARIANTS.items():
+            for variant in variants:
+                precision, channels_last = VARIANTS[variant]
                 times[variant] += step_times(model_fn, data_fn, precision, channels_last, args.steps)
         ms = {v: 1000 * statistics.median(t) for v, t in times.items()}
-        print(f"| {name} | {ms['fp32']:.1f} ms | {ms['bf16']:.1f} ms | {ms['fp32 cl']:.1f} ms | "
-              f"{ms['bf16 cl']:.1f} ms | {ms['bf16'] / ms['fp32']:.2f}x | {ms['bf16 cl'] / ms['fp32']:.2f}x |",
-              flush=True)
+        cells = [name, *(f"{ms[v]:.1f} ms" for v in variants), *(f"{ms[v] / ms['fp32']:.2f}x" for v in ratios)]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

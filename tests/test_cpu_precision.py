@@ -1,6 +1,7 @@
 """A CPU run set to a 16-bit precision that PyTorch has no oneDNN kernels for on this processor is warned about (its
 fallback for bfloat16 / float16 convolutions there is many times slower than float32)."""
 
+import sys
 import warnings
 
 import lightning.pytorch as pl
@@ -74,6 +75,7 @@ def test_self_organising_models_compute_in_float32_and_are_not_warned_about(monk
 
 def test_bioviz_fit_warns_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bioviz"])
     monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: False)
     args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--trainer.precision=bf16-mixed"]
     with pytest.warns(UserWarning, match=SLOW):

@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
-__all__ = ["PlateauSchedule", "PreciseBatchNorm", "StepSeed"]
+__all__ = ["ChannelsLast", "PlateauSchedule", "PreciseBatchNorm", "StepSeed"]
 
 
 def _cpu_copy(state):
@@ -159,3 +159,14 @@ class StepSeed(pl.Callback):
         torch.manual_seed(int(state[0]) << 32 | int(state[1]))
         np.random.seed(int(state[0]))
         random.seed(int(state[1]))
+
+
+class ChannelsLast(pl.Callback):
+    """Store the model's 4-D weights (convolution kernels) in ``torch.channels_last`` memory format, so convolutions
+    run in NHWC layout, which oneDNN (CPU) and cuDNN (GPU tensor cores) often compute faster than NCHW. Nothing else
+    changes: the same values, the same checkpoint keys (a checkpoint loads into a model in either layout), and a
+    model's other tensors keep their layout. Whether it pays depends on the model and the processor
+    (``bench/precision.py``); ``bioviz fit --channels_last true`` adds this callback."""
+
+    def setup(self, trainer, pl_module, stage):
+        pl_module.to(memory_format=torch.channels_last)

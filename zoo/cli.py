@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 import zoo.data
 import zoo.models
 from zoo import registry, weights
-from zoo.callbacks import StepSeed
+from zoo.callbacks import ChannelsLast, StepSeed
 from zoo.errors import DataNotFoundError, UserError
 from zoo.files import atomic_file
 from zoo.registry import zoo_classes
@@ -214,6 +214,9 @@ class BiovizCLI(LightningCLI):
         parser.add_argument("--pictures", type=bool, default=True,
                             help="log the model's pictures to TensorBoard while it trains (its picture_callbacks: "
                                  "filters, readout masks, receptive fields) unless bioviz.callbacks are configured")
+        parser.add_argument("--channels_last", type=bool, default=False,
+                            help="store the model's convolution kernels in channels_last memory format (NHWC), "
+                                 "often faster on CPU and GPU; measure it for your model (bench/precision.py)")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -323,6 +326,9 @@ class BiovizCLI(LightningCLI):
         if (self.subcommand == "fit" and self._get(self.config_init, "pictures", default=True) and config.get("logger")
                 and not any(type(c).__module__ == "bioviz.callbacks" for c in callbacks)):
             callbacks += self.model.picture_callbacks() if hasattr(self.model, "picture_callbacks") else []
+        if self._get(self.config_init, "channels_last", default=False) and not any(
+                isinstance(c, ChannelsLast) for c in callbacks):
+            callbacks.append(ChannelsLast())
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         trainer = super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
