@@ -163,7 +163,7 @@ class StepSeed(pl.Callback):
 
 class ChannelsLast(pl.Callback):
     """Store the model's 4-D weights (convolution kernels) in ``torch.channels_last`` memory format, so convolutions
-    run in NHWC layout, which oneDNN (CPU) and cuDNN (GPU tensor cores) often compute faster than NCHW. Nothing else
+    run in NHWC layout, which oneDNN (CPU) and cuDNN (GPU) compute faster than NCHW for some models. Nothing else
     changes: the same values, the same checkpoint keys (a checkpoint loads into a model in either layout), and a
     model's other tensors keep their layout. Whether it pays depends on the model and the processor
     (``bench/precision.py``); ``bioviz fit --channels_last true`` adds this callback."""

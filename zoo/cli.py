@@ -215,8 +215,8 @@ class BiovizCLI(LightningCLI):
                             help="log the model's pictures to TensorBoard while it trains (its picture_callbacks: "
                                  "filters, readout masks, receptive fields) unless bioviz.callbacks are configured")
         parser.add_argument("--channels_last", type=bool, default=False,
-                            help="store the model's convolution kernels in channels_last memory format (NHWC), "
-                                 "often faster on CPU and GPU; measure it for your model (bench/precision.py)")
+                            help="store the model's convolution kernels in channels_last memory format (NHWC): "
+                                 "faster for some models (RetinaVVS on CPU); measure yours with bench/precision.py")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -351,8 +351,8 @@ def warn_slow_cpu_precision(trainer: pl.Trainer, model: pl.LightningModule | Non
     """Warn when a CPU run is set to compute in a 16-bit type that oneDNN has no kernels for on this processor.
 
     PyTorch then computes bfloat16 (or float16) convolutions in a scalar fallback, many times slower than float32
-    (BENCHMARKS.md, "Mixed precision on CPU"), so a run meant to be faster is slower. Self-organising models compute
-    in float32 under any precision and are not warned about. Returns whether it warned."""
+    (BENCHMARKS.md, "... on a CPU without AVX-512"), so a run meant to be faster is slower. Self-organising models
+    compute in float32 under any precision and are not warned about. Returns whether it warned."""
     precision = str(trainer.precision)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16 if precision.startswith("16") else None
     if (dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or isinstance(model, SelfOrganizingTask)
