@@ -58,3 +58,13 @@ def test_a_channels_last_checkpoint_loads_into_a_default_layout_model(tmp_path, 
     plain.eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(images), cli.model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_run_trains_in_channels_last_again(tmp_path, monkeypatch):
+    fit(tmp_path, monkeypatch, "--channels_last=true")
+    cli = BiovizCLI(args=[*ARGS, "--channels_last=true", "--trainer.max_steps=4"], run=False)
+    probe = KernelLayouts()
+    cli.trainer.callbacks.append(probe)
+    [last] = tmp_path.glob("runs/*/version_0/checkpoints/last.ckpt")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=last)
+    assert cli.trainer.global_step == 4 and probe.layouts == [{"channels_last"}] * 2

@@ -17,25 +17,36 @@ from conftest import TINY_SIM_ARGS
 SLOW = "will be slow on this CPU"
 
 
-def conv_backend(dtype: torch.dtype) -> str:
-    """The ATen convolution kernel PyTorch picks for a 9 x 9 convolution autocast to ``dtype`` on this CPU."""
+ONEDNN = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="a PyTorch build without oneDNN")
+
+
+def conv_backend(dtype: torch.dtype | None) -> str:
+    """The ATen kernel PyTorch picks for a 9 x 9 convolution on this CPU, autocast to ``dtype`` (None: float32)."""
     conv, x = torch.nn.Conv2d(4, 4, 9, padding=4), torch.rand(2, 4, 12, 12)
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype), torch.profiler.profile() as profile:
+    with (torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
+          torch.profiler.profile() as profile):
         conv(x)
     names = {event.name for event in profile.events()}
-    return "oneDNN" if "aten::mkldnn_convolution" in names else "fallback"
+    if "aten::mkldnn_convolution" in names:
+        return "oneDNN"
+    return "fallback" if "aten::_slow_conv2d_forward" in names else f"other: {sorted(names)}"
 
 
+@ONEDNN
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_the_check_predicts_which_convolution_kernel_this_cpu_runs(dtype):
-    # whatever this machine is: oneDNN where the check says it has the kernels, the fallback where not
+    # whatever this machine is: oneDNN where the check says it has the kernels, the slow fallback where not
     assert conv_backend(dtype) == ("oneDNN" if onednn_supports(dtype) else "fallback")
 
 
-def test_float32_is_always_native():
-    with torch.no_grad(), torch.profiler.profile() as profile:
-        torch.nn.Conv2d(4, 4, 9, padding=4)(torch.rand(2, 4, 12, 12))
-    assert "aten::mkldnn_convolution" in {event.name for event in profile.events()}
+@ONEDNN
+def test_float32_convolutions_run_in_onednn():
+    assert conv_backend(None) == "oneDNN"
+
+
+def test_a_build_without_onednn_has_no_16_bit_kernels(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not onednn_supports(torch.bfloat16) and not onednn_supports(torch.float16)
 
 
 def trainer(precision: str) -> pl.Trainer:
@@ -65,12 +76,16 @@ def test_no_warning_where_the_cpu_has_the_kernels_or_the_run_is_not_16_bit(preci
     assert not [w for w in caught if SLOW in str(w.message)]
 
 
-def test_self_organising_models_compute_in_float32_and_are_not_warned_about(monkeypatch):
+def test_self_organising_models_are_warned_about_only_where_their_weights_are_16_bit(monkeypatch):
+    # under bf16-mixed they switch the autocast off and compute in float32; under bf16-true their weights are bf16
     monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: False)
+    lissom = Lissom(in_shape=[1, 24, 24], cortex_size=10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not warn_slow_cpu_precision(trainer("bf16-mixed"), Lissom(in_shape=[1, 24, 24], cortex_size=10))
+        assert not warn_slow_cpu_precision(trainer("bf16-mixed"), lissom)
     assert not [w for w in caught if SLOW in str(w.message)]
+    with pytest.warns(UserWarning, match=SLOW):
+        assert warn_slow_cpu_precision(trainer("bf16-true"), lissom)
 
 
 def test_bioviz_fit_warns_before_training(tmp_path, monkeypatch):
@@ -78,6 +93,5 @@ def test_bioviz_fit_warns_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bioviz"])
     monkeypatch.setattr(zoo.cli, "onednn_supports", lambda d: False)
     args = ["--model=CNNV1", "--data=SyntheticV1DataModule", *TINY_SIM_ARGS, "--trainer.precision=bf16-mixed"]
-    with pytest.warns(UserWarning, match=SLOW):
-        cli = BiovizCLI(args=args, run=False)
-    assert cli.trainer.global_step == 0
+    with pytest.warns(UserWarning, match=SLOW):  # when the trainer is built, before anything trains
+        BiovizCLI(args=args, run=False)

@@ -162,11 +162,11 @@ class StepSeed(pl.Callback):
 
 
 class ChannelsLast(pl.Callback):
-    """Store the model's 4-D weights (convolution kernels) in ``torch.channels_last`` memory format, so convolutions
-    run in NHWC layout, which oneDNN (CPU) and cuDNN (GPU) compute faster than NCHW for some models. Nothing else
-    changes: the same values, the same checkpoint keys (a checkpoint loads into a model in either layout), and a
-    model's other tensors keep their layout. Whether it pays depends on the model and the processor
-    (``bench/precision.py``); ``bioviz fit --channels_last true`` adds this callback."""
+    """Store the model's 4-D parameters and buffers (convolution kernels, fixed filter banks) in
+    ``torch.channels_last`` memory format, so convolutions run in NHWC layout, which oneDNN (CPU) and cuDNN (GPU)
+    compute faster than NCHW for some models. The values are the same, and so are the checkpoint's keys: a checkpoint
+    loads into a model in either layout (a resumed run is converted again). Whether it pays depends on the model and
+    the processor (``bench/precision.py``); ``bioviz fit --channels_last true`` adds this callback."""
 
     def setup(self, trainer, pl_module, stage):
         pl_module.to(memory_format=torch.channels_last)

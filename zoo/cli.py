@@ -338,8 +338,10 @@ class BiovizCLI(LightningCLI):
 
 def onednn_supports(dtype: torch.dtype) -> bool:
     """Whether PyTorch's oneDNN backend has ``dtype`` kernels for this CPU, as PyTorch checks before it computes a
-    convolution in that type there (bfloat16: AVX-512, fast with AVX-512 BF16 or AMX; float16: AVX-512 FP16 or
-    AVX-NE-CONVERT). True where PyTorch cannot tell (no oneDNN, another build)."""
+    convolution in that type there (bfloat16: AVX-512 or AVX-NE-CONVERT, fast with AVX-512 BF16 or AMX; float16:
+    AVX-512 FP16 or AVX-NE-CONVERT). False in a build without oneDNN; True where this PyTorch has no such check."""
+    if not torch.backends.mkldnn.is_available():
+        return False
     checks = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
     try:
         return bool(getattr(torch.ops.mkldnn, checks[dtype])())
@@ -352,14 +354,16 @@ def warn_slow_cpu_precision(trainer: pl.Trainer, model: pl.LightningModule | Non
 
     PyTorch then computes bfloat16 (or float16) convolutions in a scalar fallback, many times slower than float32
     (BENCHMARKS.md, "... on a CPU without AVX-512"), so a run meant to be faster is slower. Self-organising models
-    compute in float32 under any precision and are not warned about. Returns whether it warned."""
+    switch mixed precision's autocast off and are not warned about under ``*-mixed``; under ``*-true`` their weights
+    are 16-bit too. Returns whether it warned."""
     precision = str(trainer.precision)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16 if precision.startswith("16") else None
-    if (dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or isinstance(model, SelfOrganizingTask)
+    float32_anyway = isinstance(model, SelfOrganizingTask) and precision.endswith("-mixed")
+    if (dtype is None or not isinstance(trainer.accelerator, CPUAccelerator) or float32_anyway
             or onednn_supports(dtype)):
         return False
     name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    needs = "AVX-512" if dtype == torch.bfloat16 else "AVX-512 FP16 or AVX-NE-CONVERT"
+    needs = "AVX-512 or AVX-NE-CONVERT" if dtype == torch.bfloat16 else "AVX-512 FP16 or AVX-NE-CONVERT"
     rank_zero_warn(f"--trainer.precision {precision} will be slow on this CPU: PyTorch has no {name} kernels for it "
                    f"(they need {needs}) and computes {name} convolutions in a fallback many times slower than "
                    "float32. Use --trainer.precision 32-true on this machine.")
